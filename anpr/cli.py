@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from anpr.config import AnprConfig, ConfigError, load_config
+from anpr.config import AnprConfig, ConfigError, PlatesConfig, load_config
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Licence-plate recognition for border lanes.")
 models_app = typer.Typer(no_args_is_help=True, help="Model files: export, verify.")
@@ -96,6 +97,9 @@ def eval_(
     limit: Annotated[int | None, typer.Option(help="first N samples of each folder")] = None,
     backend: Annotated[Backend | None, typer.Option(help="detector backend (default: from config)")] = None,
     worst: Annotated[int, typer.Option(help="how many of the worst errors to list")] = 10,
+    countries: Annotated[
+        str | None, typer.Option(help="comma-separated grammars, overriding the config; '' = generic rule only")
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Score detection recall and plate accuracy (raw OCR vs grammar-corrected) on labelled folders."""
@@ -104,8 +108,16 @@ def eval_(
     from anpr.evaluate import Report, char_accuracy, load_samples, run
     from anpr.recognize import PlateRecognizer
 
-    recognizer = PlateRecognizer.from_config(_config(config, backend))
-    console = Console()
+    cfg = _config(config, backend)
+    if countries is not None:
+        try:
+            plates = PlatesConfig(countries=[c for c in countries.upper().split(",") if c], correct=cfg.plates.correct)
+        except ValidationError as exc:
+            typer.echo(f"--countries: {exc.errors()[0]['msg']}", err=True)
+            raise typer.Exit(2) from None
+        cfg = cfg.model_copy(update={"plates": plates})
+    recognizer = PlateRecognizer.from_config(cfg)
+    console = Console(width=None if Console().is_terminal else 160)  # full tables when piped to a file
     summary = Table(
         "dataset",
         "images",

@@ -80,11 +80,12 @@ def evaluate_sample(rec: PlateRecognizer, sample: Sample) -> Outcome:
     start = time.perf_counter()
     h, w = image.shape[:2]
     dets = [PlateDetection(Box(0, 0, w, h), 1.0)] if sample.is_crop else rec.detector.detect(image)
-    iou = max((d.box.iou(sample.box) for d in dets), default=0.0) if sample.box else None
-    if sample.box is not None:
+    iou = None
+    if (label := sample.box) is not None:
         # Read the detection on the labelled plate: other plates in the photo are not wrong reads.
-        dets = sorted(dets, key=lambda d: d.box.iou(sample.box), reverse=True)[:1] if dets else []
-        dets = [d for d in dets if d.box.iou(sample.box) >= 0.3]
+        dets = sorted(dets, key=lambda d: d.box.iou(label), reverse=True)[:1]
+        iou = dets[0].box.iou(label) if dets else 0.0
+        dets = [d for d in dets if d.box.iou(label) >= 0.3]
     reads: list[tuple[str, str]] = []
     plates = rec.cfg.plates
     for det in dets:

@@ -7,6 +7,7 @@ per-character confidences; grammar checks happen later (anpr.plates), so a plate
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Protocol
 
 import numpy as np
@@ -40,18 +41,24 @@ class EasyOcrReader:
 
     def __init__(self, cfg: OcrConfig) -> None:
         enforce_offline()
-        import easyocr
-
         self.cfg = cfg
-        self.reader: Any = easyocr.Reader(
-            ["en"],
-            gpu=False,
-            model_storage_directory=str(easyocr_model_dir()),
-            download_enabled=False,
-            detector=cfg.readtext,
-            recog_network=cfg.network,
-            verbose=False,
-        )
+        # EasyOCR asks its DataLoader for pinned memory on every call; without a GPU torch warns each time.
+        warnings.filterwarnings("ignore", message="'pin_memory' argument", category=UserWarning)
+        with warnings.catch_warnings():
+            # EasyOCR 1.7.2 triggers torch deprecation warnings (quantization, DataLoader) on
+            # every start; they are noise to an operator and say nothing about our inputs.
+            warnings.simplefilter("ignore")
+            import easyocr
+
+            self.reader: Any = easyocr.Reader(
+                ["en"],
+                gpu=False,
+                model_storage_directory=str(easyocr_model_dir()),
+                download_enabled=False,
+                detector=cfg.readtext,
+                recog_network=cfg.network,
+                verbose=False,
+            )
 
     def read(self, crop: np.ndarray) -> PlateRead | None:
         if crop.size == 0:

@@ -51,5 +51,5 @@ def test_truncated_easyocr_weights_rejected(tmp_path: Path) -> None:
 
 
 def test_missing_model_names_the_fix(tmp_path: Path) -> None:
-    with pytest.raises(ModelError, match="missing.*models/README.md"):
+    with pytest.raises(ModelError, match=r"missing.*models/README\.md"):
         verify(tmp_path / "nope.pth", "0" * 64)

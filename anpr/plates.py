@@ -1,0 +1,300 @@
+"""Turn raw OCR text into a plate: normalise, fit a country grammar, fix confusables by position.
+
+OCR on plates confuses O/0, I/1, B/8... and reads the country band or the border as extra
+characters (shared/NOTES.md). A grammar knows, per position, whether a letter or a digit belongs
+there, so it can undo those confusions and tell a plate from a sticker or a dealer's word.
+
+Grammars are data: one tuple of `Pattern`s per country in `GRAMMARS`. Covered:
+
+- UA (DSTU 3650:2004): `AA1234BB`, and the 1995 series `12345AA` (still valid on the road), with
+  letters limited to the 12 Latin/Cyrillic look-alikes. Diplomatic, military, transit and
+  personalised plates are not covered: they fall back to the generic rule (country None).
+- MD: 2015+ `ABC123` (also pre-2015 Chisinau `C AB 123`, `K AB 123` and government `RM P 123`,
+  the same shape); pre-2015 district plates `BL AB 123` (district codes listed); state series
+  `RM 1234`, `FA 1234`, `DG 1234`, `MAI 1234`; diplomatic `CD 123 A(A)` (CD, TC, TS, CA).
+  Not covered: pre-2015 plates with one or two digits on request, Transnistrian plates.
+- RO: Bucharest `B 12 ABC`, `B 123 ABC`; counties `CJ 12 ABC` (county codes listed). Not
+  covered: temporary (red) and diplomatic plates.
+- PL: the 14 standard civilian layouts (2-letter district + 5, 3-letter district + 4 or 5),
+  series letters without B D I O Z. Not covered: personalised, uniformed-service (H) and army (U)
+  plates, temporary and diplomatic plates.
+- BR: `ABC1234` and Mercosur `ABC1D23`. Not a lane country: there to score the grammar on the
+  Brazilian evaluation crops (`anpr eval --countries BR`); not in the default list.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+DEFAULT_COUNTRIES: tuple[str, ...] = ("UA", "MD", "RO", "PL")
+
+# Guesses allowed per read: swapped characters plus border strokes stripped from the edges. More
+# and the read is more guess than text: a word (ABBOTS -> ABB075) or a row of digits (12345678 ->
+# 23456TB) would pass as a plate. Raising it rescues worse reads; the tracker's vote across
+# frames already recovers most of them.
+MAX_GUESSES = 2
+
+# A swapped character is the grammar's guess, not what the OCR saw. Halving its confidence lets
+# a direct read of that position outvote the guess in the tracker; 1.0 would trust both equally.
+CORRECTED_CONFIDENCE_SCALE = 0.5
+
+# Junk the OCR reads at the edges: the band's country code ("UA", "MD") on the left, the plate
+# border read as a stroke on either side. Only those are stripped: dropping any other character
+# would let a foreign plate lose a real one and pose as ours (German B AB 1234 -> Moldovan
+# BAB123). The ISO codes of our countries are also the codes printed on their bands.
+MAX_EDGE_JUNK = 2
+_BORDER = frozenset("I1L")
+
+_ALNUM = frozenset(string.ascii_uppercase + string.digits)
+
+# Cyrillic capitals that look like Latin ones (the 12 on Ukrainian plates) -> Latin. Watchlists
+# typed on a Cyrillic keyboard and Cyrillic OCR models must meet Latin reads on the same text.
+_CYRILLIC_LOOKALIKES = "\u0410\u0412\u0421\u0415\u041d\u0406\u041a\u041c\u041e\u0420\u0422\u0425"
+_CYRILLIC = dict(zip(_CYRILLIC_LOOKALIKES, "ABCEHIKMOPTX", strict=True))
+
+# Letter read where the grammar wants a digit. Each pair is the same glyph at low resolution:
+# O, Q, D -> 0: round bowls (Q's tail and D's straight side vanish when blurred);
+# I, L -> 1: a single upright stroke (L's foot is faint); Z -> 2: the same top bar and diagonal;
+# S -> 5 and G -> 6: the same open curve; B -> 8: two stacked bowls; T -> 7: top bar and one stem.
+_TO_DIGIT = {"O": "0", "Q": "0", "D": "0", "I": "1", "L": "1", "Z": "2", "S": "5", "G": "6", "B": "8", "T": "7"}
+# Digit read where the grammar wants a letter: the reverse pairs, plus 4 -> A (closed-top 4 and A
+# share the apex and crossbar in plate fonts). 0 maps to O only: O is far more common than Q or D.
+_TO_LETTER = {"0": "O", "1": "I", "2": "Z", "5": "S", "6": "G", "8": "B", "4": "A", "7": "T"}
+_CONFUSABLE = frozenset(frozenset(pair) for pair in (*_TO_DIGIT.items(), *_TO_LETTER.items()))
+
+_LETTERS = frozenset(string.ascii_uppercase)
+# Per-position character classes used in `Pattern.shape`.
+_CLASSES: dict[str, frozenset[str]] = {
+    "D": frozenset(string.digits),
+    "L": _LETTERS,
+    # Ukraine: only the letters that look the same in Cyrillic and Latin.
+    "U": frozenset("ABCEHIKMOPTX"),
+    # Poland, first letter: voivodeship (A I J M V X Y: codes added since 2022 for cities that ran
+    # out of numbers).
+    # H (uniformed services) and U (army) are not civilian series; Q is never used.
+    "V": _LETTERS - frozenset("HQU"),
+    # Poland, series part: B D I O Z are never issued there because they read as 8 0 1 0 2.
+    "R": _LETTERS - frozenset("BDIOZQ"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Pattern:
+    """One plate layout: a class symbol (see _CLASSES) per character, optionally pinned to codes.
+
+    `prefixes`, when set, lists the codes the plate must start with (a county, a district): they
+    stop a random word of the right shape from passing as that country's plate.
+    """
+
+    shape: str
+    prefixes: tuple[str, ...] = ()
+
+
+def _split(spaced: str) -> tuple[str, ...]:
+    """Long code tables read better as one spaced string than as a column of quoted pairs."""
+    return tuple(spaced.split())
+
+
+_RO_COUNTIES = _split(
+    "AB AG AR BC BH BN BR BT BV BZ CJ CL CS CT CV DB DJ GJ GL GR HD HR IF IL IS MH MM MS NT OT "
+    "PH SB SJ SM SV TL TM TR VL VN VS"
+)
+# Two-letter district codes of pre-2015 Moldovan plates (Chisinau's one-letter C and K plates
+# have the shape of the current ABC123 and need no list).
+_MD_DISTRICTS = _split(
+    "AN BE BL BR BS CC CG CH CL CM CN CO CR CS CT CU DB DN DR ED FL FR GE GL GR HN IL LV NS OC "
+    "OR RB RS SD SG SL SR ST SV TA TL UN"
+)
+
+GRAMMARS: dict[str, tuple[Pattern, ...]] = {
+    "UA": (Pattern("UUDDDDUU"), Pattern("DDDDDUU")),
+    "MD": (
+        Pattern("LLLDDD"),
+        Pattern("LLLLDDD", _MD_DISTRICTS),
+        Pattern("LLDDDD", _split("RM FA DG")),
+        Pattern("LLLDDDD", _split("MAI MIC")),
+        Pattern("LLDDDL", _split("CD TC TS CA")),
+        Pattern("LLDDDLL", _split("CD TC TS CA")),
+    ),
+    "RO": (
+        Pattern("LDDLLL", ("B",)),
+        Pattern("LDDDLLL", ("B",)),
+        Pattern("LLDDLLL", _RO_COUNTIES),
+    ),
+    "BR": (Pattern("LLLDDDD"), Pattern("LLLDLDD")),
+    # Two-letter districts are always followed by a digit, so the two families never collide.
+    "PL": tuple(
+        Pattern(shape)
+        for shape in _split(
+            "VLDDDDD VLDDDDR VLDDDRR VLDRDDD VLDRRDD "
+            "VLLRDDD VLLDDRR VLLDRDD VLLDDRD VLLDRRD VLLRRDD VLLDDDDD VLLDDDDR VLLDDDRR"
+        )
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PlateText:
+    """A read that passed a grammar (or the generic rule), ready for the tracker to vote on."""
+
+    text: str
+    country: str | None
+    char_confidences: tuple[float, ...]
+    corrected: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Fit:
+    text: str
+    changed: tuple[int, ...]
+    country: str
+    start: int  # where `text` begins in the normalised read
+    key: tuple[int, int, int, int]  # corrections, strip guesses, stripped, country rank: lower wins
+
+
+def _normalise_indexed(raw: str) -> tuple[str, list[int]]:
+    """Normalised text plus, per output char, the index of the raw char it came from."""
+    chars: list[str] = []
+    index: list[int] = []
+    for i, ch in enumerate(raw):
+        upper = ch.upper()
+        for c in _CYRILLIC.get(upper, upper):
+            if c in _ALNUM:
+                chars.append(c)
+                index.append(i)
+    return "".join(chars), index
+
+
+def normalise(raw: str) -> str:
+    """Upper-case A-Z0-9 only, Cyrillic look-alikes as Latin: the one spelling every stage compares."""
+    return _normalise_indexed(raw)[0]
+
+
+def _aligned(raw: str, char_confidences: Sequence[float]) -> tuple[str, tuple[float, ...]]:
+    """Normalise and keep the confidences of the characters that survive.
+
+    Confidences may be per raw character (the `PlateRead` contract) or already per normalised
+    character; none at all means no per-character evidence, so every character weighs 1.0.
+    """
+    text, index = _normalise_indexed(raw)
+    if not char_confidences:
+        return text, (1.0,) * len(text)
+    if len(char_confidences) == len(raw):
+        return text, tuple(float(char_confidences[i]) for i in index)
+    if len(char_confidences) == len(text):
+        return text, tuple(float(c) for c in char_confidences)
+    raise ValueError(
+        f"{len(char_confidences)} char confidences for {raw!r}: need one per character "
+        f"({len(raw)}) or per normalised character ({len(text)})"
+    )
+
+
+def _fit(text: str, pattern: Pattern, max_swaps: int) -> tuple[str, tuple[int, ...]] | None:
+    """`text` made to fit `pattern` with at most `max_swaps` swaps, and the swapped positions."""
+    if len(text) != len(pattern.shape):
+        return None
+    out: list[str] = []
+    changed: list[int] = []
+    for i, (ch, cls) in enumerate(zip(text, pattern.shape, strict=True)):
+        allowed = _CLASSES[cls]
+        if ch not in allowed:
+            swap = _TO_DIGIT.get(ch) if ch.isalpha() else _TO_LETTER.get(ch)
+            if swap is None or swap not in allowed or len(changed) == max_swaps:
+                return None
+            ch = swap
+            changed.append(i)
+        out.append(ch)
+    fixed = "".join(out)
+    if pattern.prefixes and not fixed.startswith(pattern.prefixes):
+        return None
+    return fixed, tuple(changed)
+
+
+def _edge_junk(left: str, right: str, countries: Sequence[str]) -> tuple[int, Sequence[str]] | None:
+    """Guesses spent stripping `left` and `right`, and the countries the rest may be; None: not junk.
+
+    A band code is printed on the plate, not guessed: it costs nothing and names the country. Each
+    border stroke costs a guess, like a swapped character.
+    """
+    if not _BORDER.issuperset(right):
+        return None
+    if left in countries:
+        return len(right), (left,)
+    if not _BORDER.issuperset(left):
+        return None
+    return len(left) + len(right), countries
+
+
+def _fits(text: str, countries: Sequence[str], correct: bool, strip: bool) -> Iterator[_Fit]:
+    """Every way `text` (with `strip`: `text` minus edge junk) fits a configured grammar."""
+    for left in range(MAX_EDGE_JUNK + 1):
+        for right in range(MAX_EDGE_JUNK + 1):
+            if (left + right > 0) != strip:
+                continue
+            junk = _edge_junk(text[:left], text[len(text) - right :], countries)
+            if junk is None or junk[0] > MAX_GUESSES:
+                continue
+            cost, candidates = junk
+            piece = text[left : len(text) - right]
+            max_swaps = MAX_GUESSES - cost if correct else 0
+            for country in candidates:
+                for pattern in GRAMMARS[country]:
+                    if (fit := _fit(piece, pattern, max_swaps)) is not None:
+                        fixed, changed = fit
+                        key = (len(changed), cost, left + right, countries.index(country))
+                        yield _Fit(fixed, changed, country, left, key)
+
+
+def _generic(text: str) -> bool:
+    """A plate of a country we have no grammar for: letters and digits mixed, or digits only.
+
+    Pure words (TOYOTA, DEALER) fail: nearly every plate layout in the world has a digit.
+    """
+    if text.isdigit():
+        return 4 <= len(text) <= 8
+    return 4 <= len(text) <= 10 and any(c.isdigit() for c in text) and any(c.isalpha() for c in text)
+
+
+def interpret(
+    raw: str,
+    char_confidences: Sequence[float] = (),
+    countries: Sequence[str] = DEFAULT_COUNTRIES,
+    correct: bool = True,
+) -> PlateText | None:
+    """Fit a raw OCR read to the grammar it matches best, or else the generic rule; None: no plate.
+
+    Best is fewest corrections, then fewest guessed and fewest stripped edge characters, then
+    earliest in `countries`. Edge junk is stripped only when the whole read fits no grammar: a
+    real plate must not lose characters to become another country's. `correct=False` keeps only
+    exact fits (stripping junk still applies: it removes characters but never changes one).
+    """
+    unknown = [c for c in countries if c not in GRAMMARS]
+    if unknown:
+        raise ValueError(f"no plate grammar for {unknown}; known: {sorted(GRAMMARS)}")
+    text, confs = _aligned(raw, char_confidences)
+    for strip in (False, True):
+        best = min(_fits(text, countries, correct, strip), key=lambda f: f.key, default=None)
+        if best is not None:
+            kept = list(confs[best.start : best.start + len(best.text)])
+            for i in best.changed:
+                kept[i] *= CORRECTED_CONFIDENCE_SCALE
+            return PlateText(best.text, best.country, tuple(kept), bool(best.changed))
+    if _generic(text):
+        return PlateText(text, None, confs, False)
+    return None
+
+
+def similar(a: str, b: str, max_confusable: int = 1) -> bool:
+    """Same plate after `normalise`, allowing a few letter/digit confusions (O/0, B/8...).
+
+    For watchlist hits and merging tracks: two reads of one plate differ mostly by those pairs.
+    Any other difference, or a different length, is another plate. Empty text matches nothing,
+    so an unreadable crop never hits a watchlist entry.
+    """
+    na, nb = normalise(a), normalise(b)
+    if not na or len(na) != len(nb):
+        return False
+    diffs = [(x, y) for x, y in zip(na, nb, strict=True) if x != y]
+    return len(diffs) <= max_confusable and all(frozenset(d) in _CONFUSABLE for d in diffs)
