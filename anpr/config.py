@@ -7,11 +7,12 @@ error naming the key, never a silently ignored default.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -52,11 +53,26 @@ class DetectorConfig(Strict):
 
 class OcrConfig(Strict):
     backend: Literal["easyocr"] = "easyocr"
-    network: str = Field(default="english_g2", description="EasyOCR recognition network name")
+    network: Literal["plate_ocr", "english_g2"] = Field(
+        default="english_g2",
+        description="plate_ocr: the plate-trained network in models/ (models/plate_ocr.md); english_g2: "
+        "EasyOCR's stock English model, far less accurate on plates, kept for comparison",
+    )
     readtext: bool = Field(
         default=True,
-        description="find text lines inside the crop with CRAFT first; slower but reads "
+        description="english_g2 only: find text lines inside the crop with CRAFT first; slower but reads "
         "far better than recognize() on the whole crop (shared/NOTES.md)",
+    )
+    two_row_aspect: float = Field(
+        default=1.8,
+        ge=0.0,
+        le=10.0,
+        description="plate_ocr: crops narrower than this x their height are also read as a two-row plate "
+        "(rows side by side) and the surer read wins; 0 never tries two rows, higher costs a second "
+        "read on more one-row crops",
+    )
+    quantize: bool = Field(
+        default=True, description="int8 dynamic quantization of the recogniser's LSTM/linear layers (EasyOCR's)"
     )
     pad_x: float = Field(default=0.08, ge=0.0, le=1.0, description="crop padding, fraction of box width")
     pad_y: float = Field(default=0.15, ge=0.0, le=1.0, description="crop padding, fraction of box height")
@@ -76,6 +92,16 @@ class PlatesConfig(Strict):
     )
     correct: bool = Field(default=True, description="fix O/0, I/1, B/8... by position using the grammar")
 
+    @field_validator("countries")
+    @classmethod
+    def _known_countries(cls, countries: list[str]) -> list[str]:
+        from anpr.plates import GRAMMARS
+
+        unknown = [c for c in countries if c not in GRAMMARS]
+        if unknown:
+            raise ValueError(f"no plate grammar for {unknown}; known: {sorted(GRAMMARS)}")
+        return countries
+
 
 class RedisConfig(Strict):
     url: str | None = Field(
@@ -85,6 +111,469 @@ class RedisConfig(Strict):
     data_dir: Path = Field(default=REPO_ROOT / "data" / "redis", description="embedded Redis files")
     prefix: str = Field(default="anpr", min_length=1, description="prefix of every key and stream")
     socket_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    connect_timeout_s: float = Field(
+        default=2.0, gt=0, le=60, description="TCP connect limit; a dead host fails this fast"
+    )
+    health_check_interval_s: int = Field(
+        default=10,
+        ge=0,
+        le=3600,
+        description="PING a pooled connection idle this long before reusing it; 0 disables "
+        "(a connection half-closed by a Redis restart then fails its next command)",
+    )
+    retries: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="retries of a command that failed with a connection error (never a timeout, "
+        "whose write may have happened); see anpr/redis_client.py",
+    )
+
+
+NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"  # site/lane/camera names end up in event ids and Redis keys
+
+
+class LaneConfig(Strict):
+    """Where one camera looks: the names every event carries, and what its traffic direction means."""
+
+    site: str = Field(default="site", pattern=NAME_PATTERN, max_length=32, description="border crossing id")
+    lane: str = Field(default="lane1", pattern=NAME_PATTERN, max_length=32, description="lane id at the site")
+    camera: str = Field(default="cam1", pattern=NAME_PATTERN, max_length=32, description="camera name")
+    approach_direction: Literal["entry", "exit"] = Field(
+        default="entry",
+        description="what a vehicle driving towards the camera (plate moving down the image and growing) "
+        "does; a vehicle moving away gets the other direction",
+    )
+
+
+class CameraConfig(Strict):
+    """Where one camera's frames come from and how hard to try when it fails (anpr/capture.py).
+
+    The timeouts bound every blocking call: OpenCV's FFmpeg defaults wait 30 s per read, three
+    times, on a frozen camera (shared/NOTES.md).
+    """
+
+    name: str = Field(pattern=NAME_PATTERN, max_length=32, description="camera name in logs, frames and events")
+    source: str = Field(
+        min_length=1,
+        description="rtsp:// or rtsps:// URL, a video file, a folder of images, or a local device index "
+        "('0'); passwords in URLs are masked in logs and errors",
+    )
+    lane: str | None = Field(default=None, pattern=NAME_PATTERN, max_length=32, description="lane it watches")
+    rtsp_transport: Literal["tcp", "udp"] = Field(
+        default="tcp",
+        description="tcp survives packet loss and NAT; udp has less latency but a lossy link turns "
+        "into corrupt frames",
+    )
+    open_timeout_ms: int = Field(
+        default=5000,
+        ge=100,
+        le=60_000,
+        description="give up an open after this; each attempt on an unreachable camera costs this much "
+        "(a healthy RTSP open takes ~1.1 s)",
+    )
+    read_timeout_ms: int = Field(
+        default=2000,
+        ge=100,
+        le=60_000,
+        description="a read waiting this long means the camera stopped sending: reconnect. Lower "
+        "notices a frozen camera sooner; keep it well above the frame interval",
+    )
+    stall_after_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=600,
+        description="frame-age watchdog: no frame for this long shows the camera as stalled, even "
+        "while a read is still blocked (the read timeout then triggers the reconnect). Keep it below "
+        "read_timeout_ms to see the stall first, and above the frame interval",
+    )
+    backoff_initial_s: float = Field(
+        default=0.5, gt=0, le=60, description="wait before the first reopen; doubles after each failure"
+    )
+    backoff_max_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="cap of the reopen wait: how late a camera that comes back is picked up at worst",
+    )
+    max_attempts: int | None = Field(
+        default=None,
+        ge=1,
+        description="consecutive failed attempts before giving up (state failed); unset retries forever, "
+        "so a camera back from a power cut streams again without an operator",
+    )
+    default_fps: float = Field(
+        default=25.0,
+        gt=0,
+        le=1000,
+        description="frame rate of sources that carry none (image folders, raw H.264 without timing): "
+        "sets their timestamps and real-time pacing",
+    )
+
+
+class TrackerConfig(Strict):
+    """Associating plates across frames and voting one event per vehicle pass (anpr/track.py)."""
+
+    iou_match: float = Field(
+        default=0.2,
+        ge=0.01,
+        le=0.9,
+        description="min box overlap to continue a track; higher splits fast plates into several tracks, "
+        "lower merges neighbouring vehicles",
+    )
+    max_jump: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=5.0,
+        description="a non-overlapping box still continues a track if its centre moved at most this many "
+        "plate widths (fast vehicle, low detector fps); higher risks merging vehicles in a queue",
+    )
+    lost_after_s: float = Field(
+        default=1.5,
+        gt=0,
+        le=30,
+        description="a track unseen this long has ended and emits; higher bridges detector misses and "
+        "occlusions, lower emits sooner",
+    )
+    early_confidence: float = Field(
+        default=0.85,
+        ge=0.0,
+        le=1.0,
+        description="vote confidence that emits before the track ends; lower emits sooner with more misreads",
+    )
+    early_min_reads: int = Field(
+        default=3, ge=1, le=50, description="reads needed (besides confidence) for an early emit"
+    )
+    max_delay_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=600,
+        description="emit at most this long after first sight even if the vote is not confident; a car "
+        "stopped at the booth would otherwise wait for its track to end",
+    )
+    max_reads: int = Field(
+        default=8, ge=1, le=100, description="OCR calls per track at most; bounds CPU per vehicle"
+    )
+    read_gain: float = Field(
+        default=0.15,
+        ge=0.0,
+        le=10.0,
+        description="OCR a new crop only if its quality (area x sharpness) beats the track's best read by this "
+        "fraction; lower spends more OCR on near-identical crops",
+    )
+    dedup_window_s: float = Field(
+        default=120.0,
+        ge=0,
+        le=3600,
+        description="same (or one-edit-similar) plate on the same lane within this long after it was last seen "
+        "is the same pass; higher may swallow a genuine quick return",
+    )
+    dedup_max_edits: int = Field(
+        default=1,
+        ge=0,
+        le=3,
+        description="edits (one confusable or missed char) under which two texts count as the same plate",
+    )
+    trailer_link_s: float = Field(
+        default=2.0,
+        ge=0,
+        le=30,
+        description="a new plate first seen within this long after the previous track on the lane was last "
+        "seen, moving the same way, is that vehicle's trailer (linked event); 0 disables; higher "
+        "links cars queueing bumper to bumper",
+    )
+    min_motion: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=20.0,
+        description="plate-heights of vertical travel needed to call the direction, or else growth by this "
+        "fraction (shrinking by the same ratio); lower guesses direction from jitter",
+    )
+
+
+class EventsConfig(Strict):
+    """Writing PlateEvents to the Redis stream, and the on-disk spool for when Redis is away (anpr/events.py)."""
+
+    image_ttl_s: int = Field(
+        default=3 * 86400,
+        ge=60,
+        le=30 * 86400,
+        description="lifetime of plate/vehicle JPEGs in Redis; longer costs memory (~30 KB per event)",
+    )
+    dedup_ttl_s: int = Field(
+        default=7 * 86400,
+        ge=60,
+        le=90 * 86400,
+        description="how long an event id is remembered to refuse a duplicate write; must outlive the "
+        "longest Redis outage the spool may replay after",
+    )
+    retain_s: float = Field(
+        default=86400.0,
+        ge=0,
+        le=90 * 86400,
+        description="stream entries younger than this are never trimmed, even once every group has read them "
+        "(history for the dashboard); unread entries are never trimmed at all",
+    )
+    trim_every: int = Field(
+        default=100, ge=1, le=100_000, description="publishes between two trims of the stream"
+    )
+    spool_dir: Path = Field(
+        default=REPO_ROOT / "data" / "spool",
+        description="events wait here while Redis is unreachable; one writer per directory",
+    )
+    spool_max_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        ge=1024,
+        description="spool size limit; beyond it events are refused with an error (images are dropped first)",
+    )
+    retry_after_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=300,
+        description="after a failed write, events go straight to the spool for this long before Redis is "
+        "tried again; lower retries sooner, each retry may block up to the socket timeout",
+    )
+
+
+KEY_ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"  # signing key ids travel in every message and in Redis keys
+
+
+class PublisherConfig(Strict):
+    """Delivering plate events to the partner customs service (anpr/exchange/publisher.py)."""
+
+    transport: Literal["http", "redis"] = Field(
+        default="http", description="http: POST to the partner's receiver; redis: XADD into the partner's Redis"
+    )
+    url: str = Field(
+        default="http://127.0.0.1:8787/v1/messages", description="partner receiver endpoint (http transport)"
+    )
+    ca_file: Path | None = Field(
+        default=None, description="CA bundle that signs the partner's TLS certificate; unset uses the system's"
+    )
+    partner_redis_url: str | None = Field(
+        default=None, description="redis://host:port/db of the partner (redis transport)"
+    )
+    partner_stream: str = Field(
+        default="anpr:exchange:landing", min_length=1, description="stream in the partner's Redis (redis transport)"
+    )
+    sender_site: str = Field(default="site", pattern=NAME_PATTERN, max_length=32, description="our crossing id")
+    sender_country: str = Field(default="UA", pattern=r"^[A-Z]{2}$", description="ISO 3166 code of our side")
+    receiver: str = Field(
+        default="md-customs", pattern=NAME_PATTERN, max_length=64, description="partner service id in envelopes"
+    )
+    signing_key_file: Path | None = Field(
+        default=None, description="Ed25519 private key, PEM (`anpr exchange-keygen`); required to publish"
+    )
+    key_id: str = Field(
+        default="key-1",
+        pattern=KEY_ID_PATTERN,
+        description="id the partner knows our public key by; change it with the key to rotate",
+    )
+    plate_image: Literal["inline", "reference", "none"] = Field(
+        default="reference",
+        description="inline: the JPEG travels base64 in the message (~40 KB more each); reference: a URL "
+        "the partner fetches; none: no image",
+    )
+    image_url_template: str = Field(
+        default="https://anpr.invalid/images/{event_id}/plate.jpg",
+        description="URL of a plate crop for reference mode; {event_id} is replaced",
+    )
+    group: str = Field(default="exchange-publisher", min_length=1, description="consumer group on the events stream")
+    consumer: str = Field(
+        default_factory=socket.gethostname,
+        min_length=1,
+        description="consumer name; keep it stable across restarts so a restart re-delivers its own pending entries",
+    )
+    batch_size: int = Field(
+        default=100,
+        ge=1,
+        le=1000,
+        description="events per read and per request; larger is faster, each retry resends more",
+    )
+    max_request_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=16 * 1024,
+        description="split a batch into requests below this size; keep under the receiver's max_body_bytes",
+    )
+    block_ms: int = Field(default=1000, ge=1, le=60_000, description="how long one read waits for new events")
+    request_timeout_s: float = Field(
+        default=10.0, gt=0, le=300, description="per request; a stalled partner counts as a failure after this"
+    )
+    backoff_base_s: float = Field(default=0.5, gt=0, le=60, description="first retry delay (before jitter)")
+    backoff_max_s: float = Field(default=60.0, gt=0, le=3600, description="retry delays double up to this")
+    max_retry_after_s: float = Field(
+        default=300.0, gt=0, le=3600, description="longest Retry-After honoured; a larger one is cut to this"
+    )
+    claim_idle_s: float = Field(
+        default=120.0,
+        gt=0,
+        le=86400,
+        description="take over entries another consumer left unacknowledged this long; must exceed the longest "
+        "time one delivery can take, or two publishers send the same batch",
+    )
+    max_deliveries: int = Field(
+        default=10,
+        ge=1,
+        le=1000,
+        description="an entry handed out more often than this (the publisher keeps dying on it) is dead-lettered",
+    )
+    health_interval_s: float = Field(default=5.0, gt=0, le=300, description="refresh period of the health key")
+
+
+class ReceiverConfig(Strict):
+    """The reference partner receiver (anpr/exchange/receiver.py)."""
+
+    host: str = Field(default="127.0.0.1", description="listen address")
+    port: int = Field(default=8787, ge=1, le=65535)
+    tls_certfile: Path | None = Field(default=None, description="serve HTTPS with this certificate chain")
+    tls_keyfile: Path | None = Field(default=None, description="private key of tls_certfile")
+    receiver: str = Field(
+        default="md-customs", pattern=NAME_PATTERN, max_length=64, description="our id; envelopes must name it"
+    )
+    trusted_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description="key id -> base64 raw Ed25519 public key of the sender; list old and new while rotating",
+    )
+    max_skew_s: int = Field(
+        default=300,
+        ge=1,
+        le=3600,
+        description="accept signatures made this close to our clock; wider tolerates worse clocks and keeps "
+        "nonces (memory) longer",
+    )
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024, description="per request")
+    max_messages: int = Field(default=1000, ge=1, le=10_000, description="messages per request")
+    dedup_ttl_s: int = Field(
+        default=30 * 86400,
+        ge=3600,
+        description="how long a message id is remembered; a re-delivery after this is stored again",
+    )
+
+
+class MatchingConfig(Strict):
+    """Pairing the partner's exit events with our entry events (anpr/exchange/matching.py)."""
+
+    window_minutes: float = Field(
+        default=30.0,
+        gt=0,
+        le=24 * 60,
+        description="longest expected drive from the partner's exit camera to ours; longer matches slow queues, "
+        "delays the 'never entered' alert",
+    )
+    clock_tolerance_s: float = Field(
+        default=60.0, ge=0, le=3600, description="an entry may appear this much earlier than the exit (clock drift)"
+    )
+    report_lag_s: float = Field(
+        default=300.0,
+        ge=0,
+        le=86400,
+        description="wait this long for a late event to arrive before alerting; longer rides out partner "
+        "outages, shorter alerts sooner",
+    )
+    confusable: bool = Field(
+        default=True, description="let plates differing in one OCR-confusable character (O/0, B/8...) match"
+    )
+    retention_hours: float = Field(
+        default=24.0, gt=0, le=24 * 30, description="history replayed at start and kept in memory for matching"
+    )
+    block_ms: int = Field(default=1000, ge=1, le=60_000, description="how long one read waits for new events")
+
+
+class HealthConfig(Strict):
+    """The HTTP endpoint of `anpr run`: Prometheus metrics and a JSON health document (anpr/runtime/health.py)."""
+
+    enabled: bool = Field(default=True, description="serve /metrics and /health")
+    host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description="listen address; 0.0.0.0 lets a Prometheus on another host scrape it",
+    )
+    port: int = Field(default=9811, ge=0, le=65535, description="listen port; 0 picks a free one (logged)")
+    stale_after_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="a process whose last stats report is older than this counts as not live (hung); keep it "
+        "several stats intervals long",
+    )
+
+
+class RuntimeConfig(Strict):
+    """Processes, queues and frame rings of the live pipeline (anpr/runtime).
+
+    Each camera has a process that writes frames into its shared-memory ring and sends a small
+    FrameRef to exactly one worker process (detector, OCR, tracker, events).
+    """
+
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="worker processes; camera i is served by worker i % workers so its tracker lives in one "
+        "process. More use more cores and memory (a model copy each); extra workers beyond the camera count idle",
+    )
+    worker_queue_size: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="frame refs waiting per worker; when full the camera drops its newest frame. Longer rides out "
+        "bursts but the worker then looks at older frames (latency grows by one frame time per place)",
+    )
+    ring_slots: int = Field(
+        default=6,
+        ge=3,
+        le=64,
+        description="frames each camera's shared-memory ring holds; at least worker_queue_size + 2 (queued + one "
+        "being read + one being written) so a queued frame is never overwritten. Memory: slots x max frame size",
+    )
+    max_frame_width: int = Field(default=1920, ge=16, le=8192, description="widest frame a ring slot holds")
+    max_frame_height: int = Field(
+        default=1080,
+        ge=16,
+        le=8192,
+        description="tallest frame a ring slot holds; a larger frame stops its camera process with an error",
+    )
+    flush_interval_s: float = Field(
+        default=0.25,
+        gt=0,
+        le=10,
+        description="how often a worker calls its handler's flush(now), so tracks of a camera that stopped "
+        "sending still end; lower ends them sooner for a little CPU",
+    )
+    stats_interval_s: float = Field(
+        default=1.0, ge=0.05, le=60, description="how often each process reports its counters and heartbeat"
+    )
+    stats_queue_size: int = Field(
+        default=256, ge=8, le=100_000, description="reports waiting for the supervisor; beyond it reports are dropped"
+    )
+    drain_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="on stop, how long processes may take to finish frames in flight before they are killed",
+    )
+    restart_backoff_initial_s: float = Field(
+        default=0.5, gt=0, le=60, description="wait before restarting a crashed process; doubles per crash in a row"
+    )
+    restart_backoff_max_s: float = Field(
+        default=30.0, gt=0, le=3600, description="cap of the restart wait: the longest a crash-looping stage is down"
+    )
+    restart_stable_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=86400,
+        description="a process that ran this long before it crashed counts as healthy: its wait starts over",
+    )
+    health: HealthConfig = Field(default_factory=HealthConfig)
+
+    @model_validator(mode="after")
+    def _ring_outlasts_queue(self) -> RuntimeConfig:
+        if self.ring_slots < self.worker_queue_size + 2:
+            raise ValueError(
+                f"ring_slots ({self.ring_slots}) must be at least worker_queue_size + 2 "
+                f"({self.worker_queue_size + 2}), or queued frames are overwritten before they are read"
+            )
+        return self
 
 
 class AnprConfig(BaseSettings):
@@ -98,6 +587,10 @@ class AnprConfig(BaseSettings):
     ocr: OcrConfig = Field(default_factory=OcrConfig)
     plates: PlatesConfig = Field(default_factory=PlatesConfig)
     redis: RedisConfig = Field(default_factory=RedisConfig)
+    publisher: PublisherConfig = Field(default_factory=PublisherConfig)
+    receiver: ReceiverConfig = Field(default_factory=ReceiverConfig)
+    matching: MatchingConfig = Field(default_factory=MatchingConfig)
+    events: EventsConfig = Field(default_factory=EventsConfig)
 
     @classmethod
     def settings_customise_sources(

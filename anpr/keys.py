@@ -24,3 +24,69 @@ class Keys:
     def vehicle_image(self, event_id: str) -> str:
         """JPEG of an event's vehicle crop (string key with a TTL)."""
         return f"{self.prefix}:img:vehicle:{event_id}"
+
+    def event_seen(self, event_id: str) -> str:
+        """Marker that an event id was written to the stream (holds its entry id, with a TTL).
+
+        XADD has no dedup on Redis 7.0: the writer checks this key in the same script as the XADD,
+        so a retried or re-spooled event is written once.
+        """
+        return f"{self.prefix}:events:seen:{event_id}"
+
+    # -- partner exchange (anpr/exchange) ------------------------------------------------------
+
+    @property
+    def exchange_dead(self) -> str:
+        """Dead-letter stream: events the publisher gave up on, with the reason (never retried by itself)."""
+        return f"{self.prefix}:exchange:dead"
+
+    @property
+    def publisher_stats(self) -> str:
+        """Hash of publisher counters (delivered, retried, dead_lettered) that survive restarts."""
+        return f"{self.prefix}:exchange:publisher:stats"
+
+    def publisher_health(self, consumer: str) -> str:
+        """JSON status of one publisher process, with a TTL: absent means dead or stuck."""
+        return f"{self.prefix}:exchange:publisher:health:{consumer}"
+
+    @property
+    def exchange_inbox(self) -> str:
+        """Receiver side: stream of accepted partner messages, each stored once with its signature."""
+        return f"{self.prefix}:exchange:inbox"
+
+    @property
+    def exchange_landing(self) -> str:
+        """Receiver side: stream the partner XADDs signed messages into (Redis transport), not yet checked."""
+        return f"{self.prefix}:exchange:landing"
+
+    @property
+    def exchange_rejected(self) -> str:
+        """Receiver side: landing entries refused by the checks, with the reason."""
+        return f"{self.prefix}:exchange:rejected"
+
+    @property
+    def receiver_stats(self) -> str:
+        """Receiver side: hash of counters (stored, duplicate)."""
+        return f"{self.prefix}:exchange:receiver:stats"
+
+    def exchange_nonce(self, key_id: str, nonce: str) -> str:
+        """Receiver side: a nonce seen recently (TTL twice the clock-skew window), to refuse replays."""
+        return f"{self.prefix}:exchange:nonce:{key_id}:{nonce}"
+
+    def exchange_message(self, message_id: str) -> str:
+        """Receiver side: marker that a message id was stored (TTL dedup_ttl_s), for idempotency."""
+        return f"{self.prefix}:exchange:msg:{message_id}"
+
+    @property
+    def crossing_matches(self) -> str:
+        """Partner exit paired with our entry of the same vehicle (CrossingMatch JSON)."""
+        return f"{self.prefix}:crossing:matches"
+
+    @property
+    def crossing_alerts(self) -> str:
+        """Exits never followed by an entry, entries without an exit (CrossingAlert JSON)."""
+        return f"{self.prefix}:crossing:alerts"
+
+    def crossing_emitted(self, output_id: str) -> str:
+        """Marker that a match or alert was written, so a restarted matcher does not repeat it."""
+        return f"{self.prefix}:crossing:emitted:{output_id}"

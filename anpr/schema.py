@@ -14,9 +14,43 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
 # -- in-process, per frame ---------------------------------------------------------------------
+
+
+# eq=False: comparing pixel arrays field by field is ambiguous in numpy and never what is meant.
+@dataclass(frozen=True, slots=True, eq=False)
+class Frame:
+    """One picture from a camera or a recording, as anpr.capture hands it to the detector.
+
+    `seq` counts the frames the source produced (from 0, across reconnects): a gap tells the
+    consumer how many it missed. `ts` is the capture time in UTC: wall clock at grab for a live
+    camera, start time + position in the file for a replay, so a replay is reproducible.
+    """
+
+    camera: str
+    seq: int
+    ts: datetime
+    image: np.ndarray = field(repr=False)  # BGR, height x width x 3, uint8
+
+
+@dataclass(frozen=True, slots=True)
+class FrameRef:
+    """Where a Frame's pixels wait in its camera's shared-memory ring (anpr/runtime/ring.py).
+
+    This, not the image, is what crosses between processes: ~150 bytes pickled against ~6 MB for
+    a 1080p frame. Slots are reused, so `seq` and `ts` are kept to let the reader tell whether the
+    slot still holds this frame; `height` and `width` give the image shape without touching it.
+    """
+
+    camera: str
+    slot: int
+    seq: int
+    ts: datetime  # capture time, UTC (Frame.ts)
+    height: int
+    width: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,401 @@
+"""Tracking and voting: per-frame plate detections of one lane in, one PlateEvent per vehicle pass out.
+
+The tracker runs in two phases per frame so that OCR runs only where it can help:
+
+1. `associate(ts, detections, sharpness)` continues or starts tracks and flags the crops worth
+   reading: the first crop of a track, then only crops clearly better (area x sharpness) than the
+   best one read so far, at most `max_reads` per track. An approaching plate grows every frame, so
+   this reads a handful of ever-larger crops instead of every frame.
+2. The pipeline OCRs the flagged crops and hands the results to `add_read`.
+3. `flush(now)` decides the passes that are over (unseen for `lost_after_s`) or confident enough to
+   emit early, votes their text and returns events with the JPEGs of their best read.
+
+Pure logic on the caller's timestamps: replay and live cameras run the same code, and the tests
+need no clock, Redis or models. All state is in the object; `reset()` forgets it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from anpr.config import LaneConfig, TrackerConfig
+from anpr.schema import Box, Direction, PlateDetection, PlateEvent, PlateResult
+
+# What PlateEvent accepts; a read outside it would make the event invalid, so it is counted and skipped.
+_PLATE_TEXT = re.compile(r"^[A-Z0-9]{1,16}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """A detection continued or started a track; `should_read` asks the pipeline to OCR its crop."""
+
+    track_id: int
+    detection: PlateDetection
+    should_read: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Emission:
+    """A decided pass: the event plus the JPEGs of its best read, as `EventSink.publish` takes them."""
+
+    event: PlateEvent
+    plate_jpeg: bytes | None
+    vehicle_jpeg: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Vote:
+    """A track's reads combined into one text; `best` indexes the read whose crop shows it best."""
+
+    text: str
+    confidence: float
+    char_confidences: tuple[float, ...]
+    country: str | None
+    best: int
+
+
+@dataclass(slots=True)
+class TrackerStats:
+    """Counters for the stage's metrics: where tracks went, and what never became an event."""
+
+    tracks: int = 0
+    ocr_requests: int = 0
+    reads: int = 0
+    rejected_reads: int = 0  # text PlateEvent cannot carry: a recogniser bug, never a silent drop
+    events: int = 0
+    duplicates: int = 0  # passes folded into an earlier event of the same plate (dedup window)
+    unread: int = 0  # tracks that ended without one legible read: no event
+
+
+@dataclass(slots=True)
+class _Read:
+    ts: datetime
+    result: PlateResult
+    plate_jpeg: bytes | None
+    vehicle_jpeg: bytes | None
+
+
+@dataclass(slots=True)
+class _Track:
+    id: int
+    first_seen: datetime
+    last_seen: datetime
+    first_box: Box
+    last_box: Box
+    reads: list[_Read] = field(default_factory=list)
+    read_attempts: int = 0
+    best_quality: float = 0.0
+    # Set when the pass is decided (emitted, folded into an earlier event, or unread). A decided
+    # track stays alive while the plate is in view, so a car stopped at the booth keeps feeding it
+    # instead of starting a new track, and it never emits twice.
+    done: bool = False
+    text: str = ""
+    event_id: str | None = None
+    direction: Direction = Direction.UNKNOWN
+    is_trailer: bool = False
+
+
+def vote(results: Sequence[PlateResult]) -> Vote | None:
+    """Combine a track's reads into one text, or None without reads.
+
+    The length with the most total read confidence wins, then its reads vote per position weighted
+    by their character confidences, so a misread character in a minority of reads is outvoted. A
+    position's confidence is the winner's weight over the number of *all* reads (reads of another
+    length disagree everywhere): agreement keeps it high, a lone read keeps its own confidence.
+    """
+    if not results:
+        return None
+    by_length: dict[int, float] = defaultdict(float)
+    for r in results:
+        by_length[len(r.text)] += r.confidence
+    length = max(by_length, key=lambda n: (by_length[n], n))
+    voters = [r for r in results if len(r.text) == length]
+    chars: list[str] = []
+    confidences: list[float] = []
+    for i in range(length):
+        weights: dict[str, float] = defaultdict(float)
+        for r in voters:
+            weights[r.text[i]] += r.char_confidences[i] if len(r.char_confidences) == length else r.confidence
+        winner = max(weights, key=lambda c: (weights[c], c))  # ties broken by char: deterministic
+        chars.append(winner)
+        confidences.append(min(1.0, weights[winner] / len(results)))
+    text = "".join(chars)
+    countries: dict[str, float] = defaultdict(float)
+    for r in voters:
+        if r.country is not None:
+            countries[r.country] += r.confidence
+    country = max(countries, key=lambda c: (countries[c], c)) if countries else None
+    best = max(range(len(results)), key=lambda i: (results[i].text == text, results[i].confidence))
+    return Vote(text, sum(confidences) / length, tuple(confidences), country, best)
+
+
+def similar(a: str, b: str, max_edits: int) -> bool:
+    """True when `a` becomes `b` in at most `max_edits` single-character edits (Levenshtein).
+
+    One confusable (B/8) or dropped character must not turn a car stopped at the booth into two events.
+    """
+    if abs(len(a) - len(b)) > max_edits:
+        return False
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1] <= max_edits
+
+
+def _seconds(later: datetime, earlier: datetime) -> float:
+    return (later - earlier).total_seconds()
+
+
+class Tracker:
+    """Tracks of one lane's camera, and the passes decided recently (for dedup and trailer links).
+
+    Timestamps must be timezone-aware (UTC) and non-decreasing per call sequence.
+    """
+
+    def __init__(self, cfg: TrackerConfig, lane: LaneConfig) -> None:
+        self.cfg = cfg
+        self.lane = lane
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every track and decided pass (new replay, camera switched)."""
+        self._tracks: dict[int, _Track] = {}
+        # Decided passes, live or ended, kept while a new track could still be their duplicate or trailer.
+        self._decided: list[_Track] = []
+        self._next_id = 1
+        self.stats = TrackerStats()
+
+    def associate(
+        self, ts: datetime, detections: Sequence[PlateDetection], sharpness: Sequence[float]
+    ) -> list[Assignment]:
+        """Match one frame's detections to live tracks; one Assignment per detection, in input order.
+
+        `sharpness[i]` is any focus measure of detection i's crop (e.g. variance of the Laplacian);
+        only its ratio between crops of the same track matters.
+        """
+        if len(sharpness) != len(detections):
+            raise ValueError(f"{len(detections)} detections but {len(sharpness)} sharpness values")
+        live = [t for t in self._tracks.values() if _seconds(ts, t.last_seen) < self.cfg.lost_after_s]
+        pairs = [
+            (score, ti, di)
+            for ti, t in enumerate(live)
+            for di, d in enumerate(detections)
+            if (score := self._match_score(t.last_box, d.box)) > 0
+        ]
+        # Greedy, best pair first: a handful of plates per frame does not need the Hungarian method.
+        matched: dict[int, _Track] = {}
+        used: set[int] = set()
+        for _, ti, di in sorted(pairs, reverse=True):
+            if ti not in used and di not in matched:
+                used.add(ti)
+                matched[di] = live[ti]
+        out = []
+        for di, d in enumerate(detections):
+            track = matched.get(di) or self._start(ts, d.box)
+            track.last_seen, track.last_box = ts, d.box
+            quality = d.box.area * max(0.0, sharpness[di])
+            out.append(Assignment(track.id, d, self._should_read(track, quality)))
+        return out
+
+    def add_read(
+        self,
+        track_id: int,
+        ts: datetime,
+        result: PlateResult | None,
+        *,
+        plate_jpeg: bytes | None = None,
+        vehicle_jpeg: bytes | None = None,
+    ) -> None:
+        """Add the OCR result of a crop `associate` asked for; None means the crop was illegible.
+
+        Results for a track that has ended or been decided meanwhile are ignored: they cannot change
+        an event already sent.
+        """
+        track = self._tracks.get(track_id)
+        if track is None or track.done or result is None:
+            return
+        if not _PLATE_TEXT.fullmatch(result.text):
+            self.stats.rejected_reads += 1
+            return
+        self.stats.reads += 1
+        track.reads.append(_Read(ts, result, plate_jpeg, vehicle_jpeg))
+
+    def flush(self, now: datetime, final: bool = False) -> list[Emission]:
+        """Decide the passes that are over, then those confident (or old) enough to go early.
+
+        `final=True` (end of a replay) treats every track as ended. Ended tracks are decided in
+        first-seen order before early ones, so a trailer finds its tractor's event to link to.
+        """
+        ended = sorted(
+            (t for t in self._tracks.values() if final or _seconds(now, t.last_seen) >= self.cfg.lost_after_s),
+            key=lambda t: (t.first_seen, t.id),
+        )
+        out = [e for t in ended if not t.done and (e := self._decide(t)) is not None]
+        for t in ended:
+            del self._tracks[t.id]
+        for t in sorted(self._tracks.values(), key=lambda t: (t.first_seen, t.id)):
+            if not t.done and self._ready_early(t, now) and (e := self._decide(t)) is not None:
+                out.append(e)
+        horizon = max(self.cfg.dedup_window_s, self.cfg.trailer_link_s)
+        self._decided = [t for t in self._decided if t.id in self._tracks or _seconds(now, t.last_seen) <= horizon]
+        return out
+
+    # -- association and OCR gating ---------------------------------------------------------------
+
+    def _match_score(self, a: Box, b: Box) -> float:
+        """Above 1 for overlapping boxes (by IoU), in (0, 1] for a near jump, 0 for no match.
+
+        The jump rule keeps a fast plate on one track when the detector runs at a few fps and
+        consecutive boxes no longer overlap.
+        """
+        iou = a.iou(b)
+        if iou >= self.cfg.iou_match:
+            return 1.0 + iou
+        reach = self.cfg.max_jump * max(a.width, b.width)
+        distance = math.dist(a.center, b.center)
+        return 1.0 - distance / reach if reach > 0 and distance < reach else 0.0
+
+    def _start(self, ts: datetime, box: Box) -> _Track:
+        track = _Track(self._next_id, ts, ts, box, box)
+        self._next_id += 1
+        self._tracks[track.id] = track
+        self.stats.tracks += 1
+        return track
+
+    def _should_read(self, track: _Track, quality: float) -> bool:
+        """Read the first crop, then only clearly better ones, within the per-track budget.
+
+        The budget is spent when the read is requested (not when it returns): it bounds the OCR work
+        a track can cause even if the pipeline drops some crops.
+        """
+        if track.done or track.read_attempts >= self.cfg.max_reads:
+            return False
+        if track.read_attempts and quality <= track.best_quality * (1 + self.cfg.read_gain):
+            return False
+        track.read_attempts += 1
+        track.best_quality = quality
+        self.stats.ocr_requests += 1
+        return True
+
+    # -- deciding a pass --------------------------------------------------------------------------
+
+    def _ready_early(self, track: _Track, now: datetime) -> bool:
+        """Confident (enough reads, high vote) or waited `max_delay_s`; and no older pass pending.
+
+        An older track with reads, unseen since before this one appeared, is probably this
+        vehicle's tractor about to end: waiting for it (at most `lost_after_s`) lets the link form.
+        """
+        if not track.reads:
+            return False
+        if any(
+            u is not track and not u.done and u.reads and u.last_seen < track.first_seen for u in self._tracks.values()
+        ):
+            return False
+        if _seconds(now, track.first_seen) >= self.cfg.max_delay_s:
+            return True
+        v = vote([r.result for r in track.reads])
+        return (
+            v is not None and len(track.reads) >= self.cfg.early_min_reads and v.confidence >= self.cfg.early_confidence
+        )
+
+    def _decide(self, track: _Track) -> Emission | None:
+        """Vote, then emit an event, fold the pass into an earlier one, or count it unread."""
+        track.done = True
+        v = vote([r.result for r in track.reads])
+        if v is None:
+            self.stats.unread += 1
+            return None
+        track.direction = self._direction(track)
+        earlier = next(
+            (
+                d
+                for d in reversed(self._decided)
+                if _seconds(track.first_seen, d.last_seen) <= self.cfg.dedup_window_s
+                and similar(d.text, v.text, self.cfg.dedup_max_edits)
+            ),
+            None,
+        )
+        if earlier is not None:
+            # Same vehicle again (stopped at the booth, track broken by an occlusion): it keeps the
+            # first event's identity, and its last_seen extends the dedup window.
+            track.text, track.event_id, track.is_trailer = earlier.text, earlier.event_id, earlier.is_trailer
+            self._decided.append(track)
+            self.stats.duplicates += 1
+            return None
+        tractor = self._tractor(track, v.text)
+        lane = self.lane
+        track.text = v.text
+        track.event_id = PlateEvent.make_id(lane.site, lane.lane, v.text, track.first_seen)
+        track.is_trailer = tractor is not None
+        self._decided.append(track)
+        best = track.reads[v.best]
+        self.stats.events += 1
+        event = PlateEvent(
+            event_id=track.event_id,
+            site=lane.site,
+            lane=lane.lane,
+            camera=lane.camera,
+            direction=track.direction,
+            plate=v.text,
+            country=v.country,
+            confidence=round(v.confidence, 4),
+            char_confidences=[round(c, 4) for c in v.char_confidences],
+            first_seen=track.first_seen,
+            last_seen=track.last_seen,
+            best_seen=best.ts,
+            reads=len(track.reads),
+            box=best.result.box.as_int_list(),
+            linked_event_id=tractor.event_id if tractor is not None else None,
+        )
+        return Emission(event, best.plate_jpeg, best.vehicle_jpeg)
+
+    def _tractor(self, track: _Track, text: str) -> _Track | None:
+        """The pass this plate is the trailer of, if any.
+
+        Heuristic: the latest pass on the lane that was last seen at most `trailer_link_s` before
+        this plate first appeared, moving the same way, with another plate, and not itself a
+        trailer. A truck's plates pass the camera one after the other; cars queueing closer than
+        `trailer_link_s` get a false link, which only adds a reference, never hides an event.
+        """
+        if self.cfg.trailer_link_s <= 0:
+            return None
+        before = [d for d in self._decided if d.last_seen <= track.first_seen]
+        if not before:
+            return None
+        previous = max(before, key=lambda d: d.last_seen)
+        linked = (
+            _seconds(track.first_seen, previous.last_seen) <= self.cfg.trailer_link_s
+            and previous.direction == track.direction
+            and previous.text != text
+            and not previous.is_trailer
+        )
+        return previous if linked else None
+
+    def _direction(self, track: _Track) -> Direction:
+        """Entry/exit from the plate's motion: moving down the image (or growing) = approaching.
+
+        Vertical travel is measured in plate heights and wins when large enough; otherwise the
+        change of size decides (a camera looking straight along the lane); otherwise unknown.
+        """
+        first, last = track.first_box, track.last_box
+        height = (first.height + last.height) / 2
+        travel = (last.center[1] - first.center[1]) / height if height > 0 else 0.0
+        growth = math.log(last.height / first.height) if first.height > 0 and last.height > 0 else 0.0
+        if abs(travel) >= self.cfg.min_motion:
+            approaching = travel > 0
+        elif abs(growth) >= math.log1p(self.cfg.min_motion):  # log: shrinking by 1/3 = growing by 1/2
+            approaching = growth > 0
+        else:
+            return Direction.UNKNOWN
+        toward = Direction(self.lane.approach_direction)
+        if approaching:
+            return toward
+        return Direction.EXIT if toward is Direction.ENTRY else Direction.ENTRY

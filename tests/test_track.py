@@ -1,0 +1,284 @@
+"""Tracker and vote: scripted cars drive the real two-phase loop (associate -> OCR -> add_read -> flush)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from anpr.config import LaneConfig, TrackerConfig
+from anpr.schema import Box, Direction, PlateDetection, PlateEvent, PlateResult
+from anpr.track import Emission, Tracker, similar, vote
+
+T0 = datetime(2025, 6, 1, 8, 0, tzinfo=UTC)
+LANE = LaneConfig(site="palanca", lane="in1", camera="cam1", approach_direction="entry")
+FPS = 5
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def plate_box(cx: float, cy: float, width: float) -> Box:
+    h = width / 4.5  # EU plate aspect
+    return Box(cx - width / 2, cy - h / 2, cx + width / 2, cy + h / 2)
+
+
+def result(text: str, conf: float = 0.9, box: Box | None = None, country: str | None = "UA") -> PlateResult:
+    return PlateResult(box or plate_box(0, 0, 100), 0.9, text, conf, (conf,) * len(text), country, text)
+
+
+@dataclass
+class Car:
+    """A plate in view from `start` for `seconds`; OCR returns `reads[k]` for its k-th read (last repeats)."""
+
+    reads: list[str | None]
+    start: float
+    seconds: float
+    y: tuple[float, float] = (200.0, 700.0)  # centre y at start and end: growing = approaching
+    width: tuple[float, float] = (80.0, 160.0)
+    x: float = 640.0
+    conf: float = 0.9
+    gaps: list[tuple[float, float]] = field(default_factory=list)  # detector misses / occlusions
+    n_read: int = 0
+
+    def box_at(self, t: float) -> Box | None:
+        if not self.start <= t <= self.start + self.seconds or any(a <= t < b for a, b in self.gaps):
+            return None
+        f = (t - self.start) / self.seconds
+        return plate_box(
+            self.x, self.y[0] + (self.y[1] - self.y[0]) * f, self.width[0] + (self.width[1] - self.width[0]) * f
+        )
+
+    def ocr(self, box: Box) -> PlateResult | None:
+        text = self.reads[min(self.n_read, len(self.reads) - 1)]
+        self.n_read += 1
+        return result(text, self.conf, box) if text else None
+
+
+def drive(cars: list[Car], cfg: TrackerConfig | None = None, lane: LaneConfig = LANE) -> list[tuple[float, Emission]]:
+    """Replay the cars frame by frame; every emission with the frame time it came out at."""
+    tracker = Tracker(cfg or TrackerConfig(), lane)
+    end = max(c.start + c.seconds for c in cars)
+    out: list[tuple[float, Emission]] = []
+    for k in range(round(end * FPS) + 1):
+        t = k / FPS
+        visible = [(c, b) for c in cars if (b := c.box_at(t)) is not None]
+        detections = [PlateDetection(b, 0.9) for _, b in visible]
+        for (car, b), a in zip(visible, tracker.associate(at(t), detections, [1.0] * len(visible)), strict=True):
+            if a.should_read:
+                tracker.add_read(a.track_id, at(t), car.ocr(b), plate_jpeg=f"jpeg@{t}".encode())
+        out += [(t, e) for e in tracker.flush(at(t))]
+    out += [(end + 2, e) for e in tracker.flush(at(end + 2))]
+    out += [(end + 2, e) for e in tracker.flush(at(end + 2), final=True)]
+    return out
+
+
+def plates(out: list[tuple[float, Emission]]) -> list[str]:
+    return [e.event.plate for _, e in out]
+
+
+UA, UA2 = "AA1234BB", "BC5678AX"
+
+
+@pytest.mark.parametrize(
+    ("cars", "expected"),
+    [
+        pytest.param(
+            [Car([UA, "AA1Z34BB", UA, UA, "AA12348B", UA], 0, 4)], [UA], id="one pass, minority misreads outvoted"
+        ),
+        pytest.param([Car([UA], 0, 300, y=(600, 600), width=(150, 150))], [UA], id="stopped at the booth 5 min"),
+        pytest.param(
+            [Car([UA], 0, 300, y=(600, 600), width=(150, 150), gaps=[(60, 65), (120, 130), (200, 290)])],
+            [UA],
+            id="stopped, track broken by occlusions",
+        ),
+        pytest.param([Car([UA], 0, 20), Car(["AA1234B8"], 25, 20)], [UA], id="one-char variant after a break"),
+        pytest.param([Car([UA], 0, 4), Car([UA2], 10, 4)], [UA, UA2], id="two cars one after another"),
+        pytest.param([Car([UA], 0, 4, x=300), Car([UA2], 0.4, 4, x=1000)], [UA, UA2], id="two cars side by side"),
+        pytest.param([Car([UA], 0, 4), Car([UA], 200, 4)], [UA, UA], id="same car back after dedup window"),
+        pytest.param([Car([None], 0, 4)], [], id="never legible: no event"),
+        pytest.param([Car([None, None, UA], 0, 4)], [UA], id="legible only when closer"),
+    ],
+)
+def test_passes_become_events(cars: list[Car], expected: list[str]) -> None:
+    assert plates(drive(cars)) == expected
+
+
+def test_event_fields() -> None:
+    car = Car([UA, UA, UA], 0, 4, conf=0.95)
+    out = drive([car], TrackerConfig(early_min_reads=50))
+    [(_, em)] = out
+    ev = em.event
+    assert ev.event_id == PlateEvent.make_id("palanca", "in1", UA, at(0))
+    assert (ev.site, ev.lane, ev.camera, ev.country, ev.linked_event_id) == ("palanca", "in1", "cam1", "UA", None)
+    assert (ev.first_seen, ev.last_seen) == (at(0), at(4))
+    assert ev.reads == 8  # max_reads: the plate grew past read_gain eight times
+    assert ev.confidence == pytest.approx(0.95) and ev.char_confidences == [pytest.approx(0.95)] * 8
+    best_t = (ev.best_seen - T0).total_seconds()
+    assert em.plate_jpeg == f"jpeg@{best_t}".encode()  # the crop of the read the event came from
+    assert ev.box == car.box_at(best_t).as_int_list()  # type: ignore[union-attr]
+    assert PlateEvent.model_validate_json(ev.model_dump_json()) == ev
+
+
+@pytest.mark.parametrize(
+    ("approach", "y", "width", "expected"),
+    [
+        ("entry", (200, 700), (80, 160), Direction.ENTRY),
+        ("entry", (700, 200), (160, 80), Direction.EXIT),
+        ("exit", (200, 700), (80, 160), Direction.EXIT),
+        ("exit", (700, 200), (160, 80), Direction.ENTRY),
+        ("entry", (400, 400), (80, 160), Direction.ENTRY),  # straight at the camera: only grows
+        ("exit", (400, 400), (160, 80), Direction.ENTRY),  # straight away from it: only shrinks
+        ("entry", (400, 402), (100, 101), Direction.UNKNOWN),  # jitter is not motion
+    ],
+)
+def test_direction_from_motion(
+    approach: str, y: tuple[float, float], width: tuple[float, float], expected: Direction
+) -> None:
+    lane = LANE.model_copy(update={"approach_direction": approach})
+    [(_, em)] = drive([Car([UA], 0, 4, y=y, width=width)], TrackerConfig(early_min_reads=50), lane)
+    assert em.event.direction is expected
+
+
+@pytest.mark.parametrize(
+    ("conf", "cfg", "emitted_at"),
+    [
+        (0.95, TrackerConfig(), 3.2),  # confident at its 3rd read: the plate gains +15% area every ~1.6 s
+        (0.5, TrackerConfig(), 5.0),  # never confident: max_delay_s after first sight
+        (0.5, TrackerConfig(max_delay_s=2), 2.0),
+        (0.95, TrackerConfig(early_confidence=1.0, max_delay_s=600), 21.6),  # waits for the end of the track
+    ],
+)
+def test_early_emit_once(conf: float, cfg: TrackerConfig, emitted_at: float) -> None:
+    out = drive([Car([UA], 0, 20, conf=conf)], cfg)
+    assert [t for t, _ in out] == [pytest.approx(emitted_at, abs=0.41)]
+
+
+@pytest.mark.parametrize(
+    ("widths", "sharpness", "max_reads", "expected"),
+    [
+        ([100, 100, 100, 100], [1, 1, 1, 1], 8, [True, False, False, False]),
+        ([100, 100, 100], [1, 2, 2.1], 8, [True, True, False]),  # sharper crop of the same size
+        ([100, 104, 108, 112], [1, 1, 1, 1], 8, [True, False, True, False]),  # +15% area needed
+        ([100, 120, 140, 160, 180], [1] * 5, 3, [True, True, True, False, False]),  # budget per track
+        ([100, 80, 60], [1, 1, 1], 8, [True, False, False]),  # receding: smaller crops are not read
+    ],
+)
+def test_ocr_only_on_better_crops(
+    widths: list[float], sharpness: list[float], max_reads: int, expected: list[bool]
+) -> None:
+    tracker = Tracker(TrackerConfig(max_reads=max_reads), LANE)
+    flags = []
+    for i, (w, s) in enumerate(zip(widths, sharpness, strict=True)):
+        [a] = tracker.associate(at(i / FPS), [PlateDetection(plate_box(640, 400, w), 0.9)], [s])
+        assert a.track_id == 1
+        flags.append(a.should_read)
+    assert flags == expected
+
+
+def test_no_ocr_after_the_pass_is_emitted() -> None:
+    tracker = Tracker(TrackerConfig(max_delay_s=1), LANE)
+    for i in range(20):
+        [a] = tracker.associate(at(i / FPS), [PlateDetection(plate_box(640, 400, 100 + 10 * i), 0.9)], [1.0])
+        if a.should_read:
+            tracker.add_read(a.track_id, at(i / FPS), result(UA, 0.5))  # never confident
+        emitted = tracker.flush(at(i / FPS))
+        if i == 5:
+            assert plates([(0, e) for e in emitted]) == [UA]
+        assert not (i > 5 and a.should_read)
+    assert tracker.flush(at(100), final=True) == []
+
+
+@pytest.mark.parametrize(
+    ("second", "linked", "third_linked"),
+    [
+        # 1 s after the tractor's plate left, same way: its trailer; a trailer has no trailer
+        (Car([UA2], 5, 4), True, False),
+        (Car([UA2], 9, 4), False, True),  # 5 s later: the next vehicle (and the third is its trailer)
+        (Car([UA2], 5.8, 4, y=(700, 200), width=(160, 80)), False, False),  # other direction
+    ],
+)
+def test_trailer_linked_to_tractor(second: Car, linked: bool, third_linked: bool) -> None:
+    third = Car(["KA0001AA"], second.start + second.seconds + 2, 4)  # 2 s gap: at the link limit
+    tractor, trailer, following = (e.event for _, e in drive([Car([UA], 0, 4), second, third]))
+    assert tractor.linked_event_id is None
+    assert trailer.linked_event_id == (tractor.event_id if linked else None)
+    assert following.linked_event_id == (trailer.event_id if third_linked else None)
+
+
+def test_trailer_waits_for_its_tractor() -> None:
+    # The tractor's plate is never confident, so it is decided only when its track ends; the
+    # trailer's confident plate must still get the tractor's event id.
+    tractor, trailer = Car([UA], 0, 4, conf=0.5), Car([UA2], 4.4, 4, conf=0.99)
+    out = drive([tractor, trailer], TrackerConfig(max_delay_s=600))
+    assert plates(out) == [UA, UA2]
+    assert out[1][1].event.linked_event_id == out[0][1].event.event_id
+
+
+def test_final_flush_and_reset() -> None:
+    tracker = Tracker(TrackerConfig(), LANE)
+    [a] = tracker.associate(at(0), [PlateDetection(plate_box(640, 400, 100), 0.9)], [1.0])
+    tracker.add_read(a.track_id, at(0), result(UA, 0.5))
+    assert tracker.flush(at(0.5)) == []
+    assert plates([(0, e) for e in tracker.flush(at(0.5), final=True)]) == [UA]
+    assert tracker.flush(at(0.6), final=True) == []
+    assert tracker.stats.events == 1
+    tracker.reset()
+    assert tracker.stats.events == 0
+    [a] = tracker.associate(at(1), [PlateDetection(plate_box(640, 400, 100), 0.9)], [1.0])
+    tracker.add_read(a.track_id, at(1), result(UA, 0.5))
+    assert len(tracker.flush(at(1), final=True)) == 1  # dedup memory went with the reset
+
+
+def test_bad_input_is_refused_or_counted() -> None:
+    tracker = Tracker(TrackerConfig(), LANE)
+    with pytest.raises(ValueError, match="sharpness"):
+        tracker.associate(at(0), [PlateDetection(plate_box(640, 400, 100), 0.9)], [])
+    [a] = tracker.associate(at(0), [PlateDetection(plate_box(640, 400, 100), 0.9)], [1.0])
+    tracker.add_read(a.track_id, at(0), result("aa 12"))
+    assert tracker.stats.rejected_reads == 1
+    assert tracker.flush(at(0), final=True) == [] and tracker.stats.unread == 1
+
+
+@pytest.mark.parametrize(
+    ("reads", "text", "confidence"),
+    [
+        ([], None, None),
+        ([result(UA, 0.6)], UA, 0.6),
+        ([result(UA), result(UA), result("AA1Z34BB")], UA, (7 * 0.9 + 0.6) / 8),
+        ([result("AA1Z34BB", 0.3), result("AA1Z34BB", 0.3), result(UA, 0.9)], UA, (7 * 1.5 / 3 + 0.3) / 8),
+        ([result(UA), result(UA), result("A1234BB")], UA, 0.6),  # short read disagrees everywhere
+        ([result("ABC123", country="MD"), result("ABC128", 0.5, country=None)], "ABC123", None),
+    ],
+)
+def test_vote(reads: list[PlateResult], text: str | None, confidence: float | None) -> None:
+    v = vote(reads)
+    assert (v.text if v else None) == text
+    if v is not None and confidence is not None:
+        assert v.confidence == pytest.approx(confidence)
+    if v is not None:
+        assert reads[v.best].text == text and len(v.char_confidences) == len(text)
+
+
+def test_vote_country_and_per_char_confidence() -> None:
+    v = vote([result("ABC123", country="MD"), result("ABC128", 0.5, country=None)])
+    assert v is not None and v.country == "MD"
+    assert v.char_confidences == pytest.approx([0.7] * 5 + [0.45])
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "edits", "same"),
+    [
+        (UA, UA, 0, True),
+        (UA, "AA1234B8", 1, True),
+        (UA, "AA1234B8", 0, False),
+        (UA, "A1234BB", 1, True),  # dropped char
+        (UA, "AA1234BBX", 1, True),
+        (UA, "AB1234B8", 1, False),
+        ("ABC123", UA, 3, False),
+    ],
+)
+def test_similar(a: str, b: str, edits: int, same: bool) -> None:
+    assert similar(a, b, edits) is same
