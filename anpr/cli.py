@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 from pydantic import ValidationError
@@ -28,6 +28,11 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> N
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+
+
+def _console(stderr: bool = False) -> Console:
+    """Full-width tables when output goes to a file or pipe (rich would wrap at 80 columns)."""
+    return Console(stderr=stderr, width=None if Console().is_terminal else 160)
 
 
 def _config(path: Path | None, backend: Backend | None = None) -> AnprConfig:
@@ -53,7 +58,7 @@ def read(
     from anpr.recognize import PlateRecognizer
 
     recognizer = PlateRecognizer.from_config(_config(config, backend))
-    console = Console()
+    console = _console()
     table = Table("image", "plate", "country", "confidence", "box", "error")
     failed = False
     for path in expand_inputs(paths):
@@ -117,7 +122,7 @@ def eval_(
             raise typer.Exit(2) from None
         cfg = cfg.model_copy(update={"plates": plates})
     recognizer = PlateRecognizer.from_config(cfg)
-    console = Console(width=None if Console().is_terminal else 160)  # full tables when piped to a file
+    console = _console()
     summary = Table(
         "dataset",
         "images",
@@ -166,6 +171,106 @@ def eval_(
             )
         console.print(errors)
     console.print(summary)
+
+
+@app.command()
+def replay(
+    videos: Annotated[list[Path], typer.Argument(help="recorded lane footage (video files or image folders)")],
+    realtime: Annotated[bool, typer.Option(help="pace frames to the recording's speed")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print each event as one JSON line")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Replay recordings through the live stage code into the events stream, then exit."""
+    import time
+
+    from rich.progress import Progress
+
+    from anpr.capture import CaptureError
+    from anpr.events import EventSink
+    from anpr.recognize import PlateRecognizer
+    from anpr.replay import frame_count, replay
+    from anpr.schema import PlateEvent
+
+    cfg = _config(config)
+    recognizer = PlateRecognizer.from_config(cfg)
+    sink = EventSink.from_config(cfg.redis, cfg.events)
+    out = _console()
+    summary = Table("video", "frames", "fps", "detections", "OCR calls", "events", "plates")
+    failed = False
+
+    def show(event: PlateEvent) -> None:
+        if as_json:
+            print(event.model_dump_json(), flush=True)
+        else:
+            out.print(
+                f"{event.best_seen:%H:%M:%S} {event.lane} {event.plate:<10} {event.country or '--'} "
+                f"{event.direction.value:<7} conf {event.confidence:.2f} reads {event.reads}"
+            )
+
+    with Progress(console=_console(stderr=True), transient=True) as progress:
+        for video in videos:
+            task = progress.add_task(video.name, total=frame_count(video))
+            started = time.perf_counter()
+            try:
+                result = replay(
+                    video,
+                    cfg,
+                    recognizer,
+                    sink,
+                    realtime=realtime,
+                    on_event=show,
+                    on_frame=lambda task=task: progress.advance(task),  # type: ignore[misc]
+                )
+            except CaptureError as exc:
+                typer.echo(f"error: {exc}", err=True)
+                failed = True
+                continue
+            took = time.perf_counter() - started
+            st = result.stats
+            summary.add_row(
+                video.name,
+                str(st.frames),
+                f"{st.frames / took:.1f}",
+                str(st.detections),
+                str(st.ocr_calls),
+                str(len(result.events)),
+                " ".join(e.plate for e in result.events),
+            )
+    if not as_json:
+        out.print(summary)
+    if sink.stats.refused:
+        typer.echo(f"error: {sink.stats.refused} events could not be stored (Redis away, spool full)", err=True)
+        failed = True
+    if failed:
+        raise typer.Exit(2)
+
+
+events_app = typer.Typer(no_args_is_help=True, help="The plate events stream.")
+app.add_typer(events_app, name="events")
+
+
+@events_app.command("tail")
+def events_tail(
+    count: Annotated[int, typer.Option("--count", "-n", help="how many recent events to show first")] = 10,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing new events")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Print the newest events of the stream (JSON lines), optionally following it."""
+    from anpr.keys import Keys
+    from anpr.redis_client import connect
+
+    cfg = _config(config)
+    client: Any = connect(cfg.redis)  # redis-py's stubs type replies as unions of everything
+    stream = Keys(cfg.redis.prefix).events
+    entries = list(reversed(client.xrevrange(stream, count=count))) if count else []
+    last = entries[-1][0] if entries else b"$"
+    for _, fields in entries:
+        print(fields[b"event"].decode(), flush=True)
+    while follow:
+        for _, batch in client.xread({stream: last}, block=1000, count=100) or []:
+            for entry_id, fields in batch:
+                print(fields[b"event"].decode(), flush=True)
+                last = entry_id
 
 
 @models_app.command("export")

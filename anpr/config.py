@@ -209,6 +209,32 @@ class CameraConfig(Strict):
         description="frame rate of sources that carry none (image folders, raw H.264 without timing): "
         "sets their timestamps and real-time pacing",
     )
+    approach_direction: Literal["entry", "exit"] = Field(
+        default="entry",
+        description="what a vehicle driving towards this camera does (see LaneConfig)",
+    )
+    roi: list[tuple[float, float]] | None = Field(
+        default=None,
+        min_length=3,
+        description="polygon of (x, y) in fractions of the frame (0..1) where plates count; plates whose "
+        "centre lies outside (the next lane, parked cars) are ignored. Unset: the whole frame",
+    )
+
+    @field_validator("roi")
+    @classmethod
+    def _roi_in_frame(cls, roi: list[tuple[float, float]] | None) -> list[tuple[float, float]] | None:
+        if roi is not None and not all(0.0 <= v <= 1.0 for point in roi for v in point):
+            raise ValueError("roi points are fractions of the frame size: every x and y must be within 0..1")
+        return roi
+
+
+class SiteConfig(Strict):
+    """The border crossing this installation runs at; its names go into every event."""
+
+    name: str = Field(default="site", pattern=NAME_PATTERN, max_length=32, description="border crossing id")
+    country: str = Field(
+        default="UA", pattern=r"^[A-Z]{2}$", description="ISO code of the country running this site"
+    )
 
 
 class TrackerConfig(Strict):
@@ -591,6 +617,26 @@ class AnprConfig(BaseSettings):
     receiver: ReceiverConfig = Field(default_factory=ReceiverConfig)
     matching: MatchingConfig = Field(default_factory=MatchingConfig)
     events: EventsConfig = Field(default_factory=EventsConfig)
+    site: SiteConfig = Field(default_factory=SiteConfig)
+    cameras: list[CameraConfig] = Field(default_factory=list, description="the lane cameras of this site")
+    tracker: TrackerConfig = Field(default_factory=TrackerConfig)
+
+    @field_validator("cameras")
+    @classmethod
+    def _unique_cameras(cls, cameras: list[CameraConfig]) -> list[CameraConfig]:
+        names = [c.name for c in cameras]
+        if dupes := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"camera names must be unique; repeated: {dupes}")
+        return cameras
+
+    def lane_of(self, camera: CameraConfig) -> LaneConfig:
+        """The identity the tracker stamps on this camera's events."""
+        return LaneConfig(
+            site=self.site.name,
+            lane=camera.lane or camera.name,
+            camera=camera.name,
+            approach_direction=camera.approach_direction,
+        )
 
     @classmethod
     def settings_customise_sources(
