@@ -13,10 +13,12 @@ from rich.console import Console
 from rich.table import Table
 
 from anpr.config import AnprConfig, ConfigError, PlatesConfig, load_config
+from anpr.exchange.cli import register as register_exchange
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Licence-plate recognition for border lanes.")
 models_app = typer.Typer(no_args_is_help=True, help="Model files: export, verify.")
 app.add_typer(models_app, name="models")
+register_exchange(app)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (configs/*.yaml)")]
 Backend = Literal["torch", "openvino"]
@@ -177,6 +179,9 @@ def eval_(
 def replay(
     videos: Annotated[list[Path], typer.Argument(help="recorded lane footage (video files or image folders)")],
     realtime: Annotated[bool, typer.Option(help="pace frames to the recording's speed")] = False,
+    camera: Annotated[
+        str | None, typer.Option(help="config camera the footage was shot by (lane, ROI, direction)")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print each event as one JSON line")] = False,
     config: ConfigOpt = None,
 ) -> None:
@@ -188,10 +193,15 @@ def replay(
     from anpr.capture import CaptureError
     from anpr.events import EventSink
     from anpr.recognize import PlateRecognizer
-    from anpr.replay import frame_count, replay
+    from anpr.replay import camera_for, frame_count, replay
     from anpr.schema import PlateEvent
 
     cfg = _config(config)
+    try:
+        camera_for(videos[0], cfg, camera)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     recognizer = PlateRecognizer.from_config(cfg)
     sink = EventSink.from_config(cfg.redis, cfg.events)
     out = _console()
@@ -217,6 +227,7 @@ def replay(
                     cfg,
                     recognizer,
                     sink,
+                    camera=camera,
                     realtime=realtime,
                     on_event=show,
                     on_frame=lambda task=task: progress.advance(task),  # type: ignore[misc]

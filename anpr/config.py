@@ -590,7 +590,7 @@ class RuntimeConfig(Strict):
         le=86400,
         description="a process that ran this long before it crashed counts as healthy: its wait starts over",
     )
-    health: HealthConfig = Field(default_factory=HealthConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig, description="the /health and /metrics endpoint")
 
     @model_validator(mode="after")
     def _ring_outlasts_queue(self) -> RuntimeConfig:

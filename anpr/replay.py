@@ -40,9 +40,18 @@ def frame_count(video: Path) -> int | None:
     return n if n > 0 else None
 
 
-def camera_for(video: Path, cfg: AnprConfig) -> CameraConfig:
-    """The camera a recording stands for: the config's first camera (its lane, ROI and direction
-    mapping) with the file as source, or a default camera named after the file."""
+def camera_for(video: Path, cfg: AnprConfig, camera: str | None = None) -> CameraConfig:
+    """The camera a recording stands for, with the file as its source.
+
+    A named camera of the config (its lane, ROI and direction mapping), else the config's first
+    camera, else a default camera named after the file.
+    """
+    if camera is not None:
+        for cam in cfg.cameras:
+            if cam.name == camera:
+                return cam.model_copy(update={"source": str(video)})
+        known = ", ".join(c.name for c in cfg.cameras) or "none configured"
+        raise ValueError(f"no camera named {camera!r} in the config (cameras: {known})")
     if cfg.cameras:
         return cfg.cameras[0].model_copy(update={"source": str(video)})
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", video.stem)[:32] or "replay"
@@ -55,13 +64,14 @@ def replay(
     recognizer: PlateRecognizer,
     sink: EventSink,
     *,
+    camera: str | None = None,
     realtime: bool = False,
     start_time: datetime | None = None,
     on_event: Callable[[PlateEvent], None] | None = None,
     on_frame: Callable[[], None] | None = None,
 ) -> ReplayResult:
     """Run one recording end to end; raises CaptureError for a file that cannot be decoded."""
-    camera = camera_for(video, cfg)
+    cam = camera_for(video, cfg, camera)
     result = ReplayResult(video)
 
     def collect(event: PlateEvent) -> None:
@@ -69,9 +79,9 @@ def replay(
         if on_event is not None:
             on_event(event)
 
-    lane = LaneProcessor(recognizer, camera, cfg, sink, on_event=collect)
+    lane = LaneProcessor(recognizer, cam, cfg, sink, on_event=collect)
     last = None
-    with ReplayReader(camera, realtime=realtime, start_time=start_time) as reader:
+    with ReplayReader(cam, realtime=realtime, start_time=start_time) as reader:
         for frame in reader:
             lane.process(frame.ts, frame.image)
             last = frame.ts

@@ -1,0 +1,238 @@
+"""`anpr run`'s HTTP endpoint: Prometheus metrics and a JSON health document.
+
+Everything shown is read at request time from callables (HealthSources), so this module
+depends on no stage: the supervisor gives process liveness and counters, the caller gives camera
+states, Redis reachability and spool depth. Probes run in the server's request threads, never
+in the supervisor loop: keep them quick (a PING with a short timeout, a cached value).
+
+HTTP status: 503 only when a worker is not live (dead, restarting or silent), because then its
+cameras are blind and an operator or orchestrator must know. A camera that is down, Redis away
+or a growing spool are "degraded" with 200: restarting anpr would not fix them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from anpr.config import HealthConfig
+from anpr.runtime.supervisor import ChildStatus
+
+log = logging.getLogger(__name__)
+
+STREAMING = "streaming"  # the camera state that counts as healthy (anpr.capture.CameraState)
+
+
+@dataclass(frozen=True)
+class HealthSources:
+    """Where the endpoint gets what it shows; each callable runs per request, in a server thread."""
+
+    children: Callable[[], Sequence[ChildStatus]]  # Supervisor.statuses
+    cameras: Callable[[], Mapping[str, str]]  # camera name -> state ("streaming", "reconnecting", ...)
+    redis_ok: Callable[[], bool] | None = None  # None: not part of this deployment, not shown
+    spool_depth: Callable[[], int] | None = None  # events waiting on disk for Redis
+
+
+def _probe(fn: Callable[[], Any]) -> tuple[Any, str | None]:
+    """Call a probe; a failing probe is a reported problem, never a failed request."""
+    try:
+        return fn(), None
+    except Exception as exc:
+        return None, repr(exc)
+
+
+def _is_live(child: ChildStatus, now: float, stale_after_s: float) -> bool:
+    return child.alive and now - child.last_seen <= stale_after_s
+
+
+def _process_doc(child: ChildStatus, now: float, stale_after_s: float) -> dict[str, Any]:
+    stats = child.stats
+    return {
+        "live": _is_live(child, now, stale_after_s),
+        "alive": child.alive,
+        "pid": child.pid,
+        "restarts": child.restarts,
+        "last_exit": child.last_exit,
+        "finished": child.finished,
+        "heartbeat_age_s": round(now - child.last_seen, 3),
+        "fps": None if stats is None else round(stats.fps, 2),
+        "frames": None if stats is None else stats.frames,
+        "dropped": None if stats is None else stats.dropped,
+        "latency_p50_ms": None if stats is None or stats.latency_p50_s is None else round(stats.latency_p50_s * 1e3, 1),
+        "latency_p95_ms": None if stats is None or stats.latency_p95_s is None else round(stats.latency_p95_s * 1e3, 1),
+    }
+
+
+def health_document(sources: HealthSources, stale_after_s: float) -> tuple[int, dict[str, Any]]:
+    """HTTP status and JSON body of /health."""
+    now = time.time()
+    problems: list[str] = []
+    failing = False
+    children, error = _probe(sources.children)
+    if error is not None:
+        children, failing = [], True
+        problems.append(f"process status unavailable: {error}")
+    workers: dict[str, Any] = {}
+    camera_processes: dict[str, dict[str, Any]] = {}
+    for child in children:
+        doc = _process_doc(child, now, stale_after_s)
+        if child.kind == "worker":
+            workers[child.ident] = doc
+        else:
+            camera_processes[child.ident] = doc
+        if not doc["live"]:
+            failing = failing or child.kind == "worker"
+            why = child.last_exit if not child.alive else f"no report for {doc['heartbeat_age_s']:.0f} s"
+            problems.append(f"{child.name} not live ({why})")
+    states, error = _probe(sources.cameras)
+    if error is not None:
+        states = {}
+        problems.append(f"camera states unavailable: {error}")
+    cameras: dict[str, Any] = {}
+    for name in sorted(set(states) | set(camera_processes)):
+        state = states.get(name, "unknown")
+        cameras[name] = {"state": state, "process": camera_processes.get(name)}
+        if state != STREAMING:
+            problems.append(f"camera {name} {state}")
+    body: dict[str, Any] = {"time": datetime.now(UTC).isoformat(), "workers": workers, "cameras": cameras}
+    if sources.redis_ok is not None:
+        reachable, error = _probe(sources.redis_ok)
+        body["redis"] = {"reachable": bool(reachable), "error": error}
+        if not reachable:
+            problems.append(f"redis unreachable{f' ({error})' if error else ''}")
+    if sources.spool_depth is not None:
+        depth, error = _probe(sources.spool_depth)
+        body["spool"] = {"depth": depth, "error": error}
+        if error is not None or depth:
+            problems.append(f"spool holds {depth} events" if error is None else f"spool depth unavailable: {error}")
+    status = "failing" if failing else "degraded" if problems else "ok"
+    return (503 if failing else 200), {"status": status, "problems": problems, **body}
+
+
+class _RuntimeCollector(Collector):
+    """Prometheus metrics computed at scrape time from the same sources as /health."""
+
+    def __init__(self, sources: HealthSources, stale_after_s: float) -> None:
+        self._sources = sources
+        self._stale_after_s = stale_after_s
+
+    def collect(self) -> Iterator[Metric]:
+        now = time.time()
+        labels = ["stage", "name"]
+        up = GaugeMetricFamily("anpr_process_up", "1 while the process is alive and reporting", labels=labels)
+        restarts = CounterMetricFamily("anpr_process_restarts", "restarts after a crash", labels=labels)
+        age = GaugeMetricFamily("anpr_heartbeat_age_seconds", "time since the last stats report", labels=labels)
+        frames = CounterMetricFamily("anpr_frames", "frames handled by this incarnation", labels=labels)
+        dropped = CounterMetricFamily(
+            "anpr_frames_dropped",
+            "camera: worker queue full; worker: frame overwritten in the ring before it was read",
+            labels=labels,
+        )
+        fps = GaugeMetricFamily("anpr_fps", "frames per second over the last stats interval", labels=labels)
+        latency = GaugeMetricFamily(
+            "anpr_latency_seconds", "capture to done, last stats interval", labels=[*labels, "quantile"]
+        )
+        for child in self._sources.children():
+            key = [child.kind, child.ident]
+            up.add_metric(key, float(_is_live(child, now, self._stale_after_s)))
+            restarts.add_metric(key, child.restarts)
+            age.add_metric(key, now - child.last_seen)
+            if child.stats is None:
+                continue
+            frames.add_metric(key, child.stats.frames)
+            dropped.add_metric(key, child.stats.dropped)
+            fps.add_metric(key, child.stats.fps)
+            for quantile, value in (("0.5", child.stats.latency_p50_s), ("0.95", child.stats.latency_p95_s)):
+                if value is not None:
+                    latency.add_metric([*key, quantile], value)
+        yield from (up, restarts, age, frames, dropped, fps, latency)
+        camera_state = GaugeMetricFamily(
+            "anpr_camera_state", "1 for the camera's current state", labels=["camera", "state"]
+        )
+        for camera, state in self._sources.cameras().items():
+            camera_state.add_metric([camera, state], 1.0)
+        yield camera_state
+        if self._sources.redis_ok is not None:
+            ok, _ = _probe(self._sources.redis_ok)
+            yield GaugeMetricFamily("anpr_redis_up", "1 when Redis answered the probe", value=float(bool(ok)))
+        if self._sources.spool_depth is not None:
+            depth, error = _probe(self._sources.spool_depth)
+            if error is None:
+                yield GaugeMetricFamily("anpr_spool_depth", "events waiting on disk for Redis", value=float(depth))
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True  # a hung scrape must not hold up shutdown
+
+    def __init__(self, cfg: HealthConfig, sources: HealthSources) -> None:
+        self.sources = sources
+        self.stale_after_s = cfg.stale_after_s
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_RuntimeCollector(sources, cfg.stale_after_s))
+        super().__init__((cfg.host, cfg.port), _Handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def do_GET(self) -> None:
+        path = urlsplit(self.path).path
+        if path == "/metrics":
+            self._send(200, CONTENT_TYPE_LATEST, generate_latest(self.server.registry))
+        elif path in ("/health", "/healthz"):
+            status, doc = health_document(self.server.sources, self.server.stale_after_s)
+            self._send(status, "application/json", json.dumps(doc, indent=1).encode())
+        else:
+            self._send(404, "text/plain; charset=utf-8", b"not found: try /health or /metrics\n")
+
+    def _send(self, status: int, content_type: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("health %s - %s", self.address_string(), format % args)
+
+
+class HealthServer:
+    """Serves /health and /metrics from a background thread until `close()`."""
+
+    def __init__(self, cfg: HealthConfig, sources: HealthSources) -> None:
+        try:
+            self._server = _Server(cfg, sources)
+        except OSError as exc:
+            raise OSError(
+                f"health endpoint cannot listen on {cfg.host}:{cfg.port}: {exc}; set runtime.health.port"
+            ) from exc
+        # poll_interval bounds how long close() waits for the serving loop to notice
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="health-http", daemon=True
+        )
+
+    @property
+    def port(self) -> int:
+        """The bound port: the configured one, or the one picked for port 0."""
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        self._thread.start()
+        log.info("health endpoint on http://%s:%d/health and /metrics", self._server.server_address[0], self.port)
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._server.shutdown()
+        self._server.server_close()

@@ -1,0 +1,87 @@
+"""Per-process counters: kept by each child, shipped to the supervisor as small reports.
+
+Totals in a report are cumulative since the child started, so a report dropped on a full stats
+queue loses nothing but freshness: the next one carries the same totals and more. Rates and
+latency percentiles cover only the interval since the previous report.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+_MAX_SAMPLES = 4096
+"""Latency samples kept per interval: ~160 s of one 25 fps camera, far more than one interval.
+Beyond it the oldest are overwritten, which still leaves a fair sample for the percentiles."""
+
+
+@dataclass(frozen=True, slots=True)
+class StatsReport:
+    """One child's counters at `sent_at` (wall clock, time.time()), as the supervisor receives them."""
+
+    name: str  # "camera:cam1", "worker:0"
+    pid: int
+    sent_at: float
+    state: str  # camera: its capture state ("streaming", "reconnecting"...); worker: "running", "draining"
+    frames: int  # processed since this child started
+    dropped: int  # since this child started; camera: worker queue full; worker: frame overwritten before read
+    fps: float  # frames per second over the last interval
+    latency_p50_s: float | None  # capture time -> done, over the last interval; None when no frame
+    latency_p95_s: float | None
+
+
+def _percentile(ordered: list[float], q: float) -> float:
+    """Nearest-rank percentile of a sorted, non-empty list: no interpolation needed for monitoring."""
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class StageMeter:
+    """Counts one stage's work; `done`/`drop` are called on the hot path, `report` by a reporter thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._frames = 0
+        self._dropped = 0
+        self._samples: list[float] = []
+        self._next_sample = 0
+        self._window_frames = 0
+        self._window_start = time.monotonic()
+
+    def done(self, latency_s: float) -> None:
+        """One frame handled, `latency_s` after it was captured."""
+        with self._lock:
+            self._frames += 1
+            self._window_frames += 1
+            if len(self._samples) < _MAX_SAMPLES:
+                self._samples.append(latency_s)
+            else:
+                self._samples[self._next_sample] = latency_s
+                self._next_sample = (self._next_sample + 1) % _MAX_SAMPLES
+
+    def drop(self, count: int = 1) -> None:
+        """Frames given up on: counted, never waited for."""
+        with self._lock:
+            self._dropped += count
+
+    def report(self, name: str, pid: int, state: str) -> StatsReport:
+        """Totals so far plus rate and latency since the previous call, which starts a new interval."""
+        now = time.monotonic()
+        with self._lock:
+            samples, self._samples, self._next_sample = self._samples, [], 0
+            window_frames, self._window_frames = self._window_frames, 0
+            window_start, self._window_start = self._window_start, now
+            frames, dropped = self._frames, self._dropped
+        samples.sort()
+        elapsed = now - window_start
+        return StatsReport(
+            name=name,
+            pid=pid,
+            sent_at=time.time(),
+            state=state,
+            frames=frames,
+            dropped=dropped,
+            fps=window_frames / elapsed if elapsed > 0 else 0.0,
+            latency_p50_s=_percentile(samples, 0.50) if samples else None,
+            latency_p95_s=_percentile(samples, 0.95) if samples else None,
+        )

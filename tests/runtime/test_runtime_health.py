@@ -1,0 +1,135 @@
+"""Health endpoint: the JSON document's verdicts, and /health and /metrics over real HTTP."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+
+import httpx
+import pytest
+
+from anpr.config import HealthConfig
+from anpr.runtime.health import HealthServer, HealthSources, health_document
+from anpr.runtime.stats import StatsReport
+from anpr.runtime.supervisor import ChildStatus
+
+
+def child(kind: str, ident: str, alive: bool = True, age_s: float = 0.1, last_exit: str | None = None) -> ChildStatus:
+    now = time.time()
+    stats = StatsReport(f"{kind}:{ident}", 100, now - age_s, "running", 250, 7, 24.5, 0.04, 0.09)
+    return ChildStatus(f"{kind}:{ident}", kind, ident, alive, 100, 0, last_exit, False, now - age_s, stats)
+
+
+def healthy() -> list[ChildStatus]:
+    return [child("camera", "cam1"), child("worker", "0")]
+
+
+def sources(
+    children: Callable[[], Sequence[ChildStatus]] = healthy,
+    cameras: Mapping[str, str] | None = None,
+    redis_ok: Callable[[], bool] | None = None,
+    spool_depth: Callable[[], int] | None = None,
+) -> HealthSources:
+    states = {"cam1": "streaming"} if cameras is None else cameras
+    return HealthSources(children, lambda: states, redis_ok, spool_depth)
+
+
+def _raise() -> bool:
+    raise ConnectionError("redis is away")
+
+
+# Children are built per call: their heartbeat ages are relative to the moment of the request.
+@pytest.mark.parametrize(
+    ("src", "http", "status", "problem"),
+    [
+        (sources(), 200, "ok", None),
+        (sources(redis_ok=lambda: True, spool_depth=lambda: 0), 200, "ok", None),
+        (sources(cameras={"cam1": "reconnecting"}), 200, "degraded", "camera cam1 reconnecting"),
+        (sources(redis_ok=lambda: False), 200, "degraded", "redis unreachable"),
+        (sources(redis_ok=_raise), 200, "degraded", "redis unreachable (ConnectionError('redis is away'))"),
+        (sources(spool_depth=lambda: 12), 200, "degraded", "spool holds 12 events"),
+        (
+            sources(
+                lambda: [child("camera", "cam1", alive=False, last_exit="killed by SIGSEGV"), child("worker", "0")]
+            ),
+            200,
+            "degraded",
+            "camera:cam1 not live (killed by SIGSEGV)",
+        ),
+        (
+            sources(lambda: [child("camera", "cam1"), child("worker", "0", alive=False, last_exit="exit code 1")]),
+            503,
+            "failing",
+            "worker:0 not live (exit code 1)",
+        ),
+        (
+            sources(lambda: [child("camera", "cam1"), child("worker", "0", age_s=60.2)]),
+            503,
+            "failing",
+            "worker:0 not live (no report for 60 s)",
+        ),
+    ],
+    ids=[
+        "ok",
+        "ok-with-probes",
+        "camera-down",
+        "redis-down",
+        "redis-probe-raises",
+        "spool-backlog",
+        "camera-process-dead",
+        "worker-dead",
+        "worker-hung",
+    ],
+)
+def test_health_verdicts(src: HealthSources, http: int, status: str, problem: str | None) -> None:
+    code, doc = health_document(src, stale_after_s=10)
+    assert (code, doc["status"]) == (http, status)
+    assert doc["problems"] == ([] if problem is None else [problem])
+
+
+def test_document_shape() -> None:
+    _, doc = health_document(sources(redis_ok=lambda: True, spool_depth=lambda: 0), stale_after_s=10)
+    assert doc["cameras"]["cam1"]["state"] == "streaming"
+    assert doc["cameras"]["cam1"]["process"]["fps"] == 24.5
+    worker = doc["workers"]["0"]
+    assert worker["live"] and worker["pid"] == 100 and worker["dropped"] == 7
+    assert (worker["latency_p50_ms"], worker["latency_p95_ms"]) == (40.0, 90.0)
+    assert doc["redis"] == {"reachable": True, "error": None}
+    assert doc["spool"] == {"depth": 0, "error": None}
+
+
+@pytest.fixture
+def server() -> Iterator[HealthServer]:
+    srv = HealthServer(HealthConfig(port=0), sources(redis_ok=lambda: True, spool_depth=lambda: 3))
+    srv.start()
+    yield srv
+    srv.close()
+
+
+def test_health_and_metrics_over_http(server: HealthServer) -> None:
+    base = f"http://127.0.0.1:{server.port}"
+    with httpx.Client(base_url=base, timeout=5) as client:
+        health = client.get("/health")
+        assert health.status_code == 200 and health.headers["content-type"] == "application/json"
+        assert health.json()["status"] == "degraded" and health.json()["spool"]["depth"] == 3
+
+        metrics = client.get("/metrics")
+        assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
+        text = metrics.text
+        for line in (
+            'anpr_process_up{name="0",stage="worker"} 1.0',
+            'anpr_frames_total{name="cam1",stage="camera"} 250.0',
+            'anpr_frames_dropped_total{name="0",stage="worker"} 7.0',
+            'anpr_latency_seconds{name="0",quantile="0.95",stage="worker"} 0.09',
+            'anpr_camera_state{camera="cam1",state="streaming"} 1.0',
+            "anpr_redis_up 1.0",
+            "anpr_spool_depth 3.0",
+        ):
+            assert line in text, line
+
+        assert client.get("/nope").status_code == 404
+
+
+def test_a_busy_port_is_named_in_the_error(server: HealthServer) -> None:
+    with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{server.port}"):
+        HealthServer(HealthConfig(port=server.port), sources())

@@ -1,0 +1,129 @@
+"""The assembled runtime: frames flow camera -> ring -> worker, affinity, drops, worker replacement."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+import pytest
+from runtime_fakes import FakeFeed, Frames, RecordingHandler, shm_segments, wait_for
+
+from anpr.config import HealthConfig, RuntimeConfig
+from anpr.runtime.live import Runtime
+from anpr.runtime.stages import CameraFeed
+from anpr.runtime.supervisor import ChildStatus
+
+pytestmark = pytest.mark.slow
+
+BASE = RuntimeConfig(
+    stats_interval_s=0.1,
+    flush_interval_s=0.1,
+    restart_backoff_initial_s=0.2,
+    drain_timeout_s=5.0,
+    max_frame_height=48,
+    max_frame_width=64,
+    health=HealthConfig(enabled=False),
+)
+
+
+def feeds(fps: float, *names: str) -> list[CameraFeed]:
+    return [CameraFeed(name, partial(FakeFeed, name, fps)) for name in names]
+
+
+class Running:
+    """A Runtime supervised by a background thread, as `anpr run` does in its main thread."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._thread = threading.Thread(target=runtime.supervise)
+
+    def __enter__(self) -> Running:
+        self.runtime.start()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.runtime.stop()
+        self._thread.join(10)
+        self.runtime.close()
+
+    def child(self, name: str) -> ChildStatus:
+        return next(s for s in self.runtime.statuses() if s.name == name)
+
+    def dropped(self, name: str) -> int:
+        stats = self.child(name).stats
+        return 0 if stats is None else stats.dropped
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_rings() -> Iterator[None]:
+    before = shm_segments(os.getpid())
+    yield
+    assert shm_segments(os.getpid()) == before
+
+
+def test_frames_flow_to_one_worker_per_camera_and_drain_on_stop(tmp_path: Path) -> None:
+    log_path = tmp_path / "frames.log"
+    cfg = BASE.model_copy(update={"workers": 2})
+    runtime = Runtime(cfg, feeds(40, "cam0", "cam1", "cam2"), partial(RecordingHandler, log_path))
+    with Running(runtime) as running:
+        wait_for(
+            lambda: (
+                all(len(v) >= 10 for v in Frames.read(log_path).seen.values()) and len(Frames.read(log_path).seen) == 3
+            ),
+            30,
+            "frames of all three cameras",
+        )
+        wait_for(lambda: all(s.stats is not None and s.stats.frames > 0 for s in runtime.statuses()), 10, "stats")
+        workers = {running.child(f"worker:{i}").pid for i in (0, 1)}
+        assert runtime.camera_states() == {"cam0": "streaming", "cam1": "streaming", "cam2": "streaming"}
+    frames = Frames.read(log_path)
+    assert frames.bad == 0
+    pids = {camera: {pid for pid, _ in seen} for camera, seen in frames.seen.items()}
+    assert all(len(p) == 1 for p in pids.values()), pids  # one worker per camera
+    assert pids["cam0"] == pids["cam2"] != pids["cam1"]  # camera i -> worker i % 2
+    for seen in frames.seen.values():
+        seqs = [seq for _, seq in seen]
+        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)  # in order, none twice
+    assert frames.closed_pids == workers == frames.flushed_pids  # drained, flushed, closed
+    assert all(s.last_exit == "exit code 0" for s in runtime.statuses())
+
+
+def test_full_queue_drops_the_newest_frame_and_counts_it(tmp_path: Path) -> None:
+    log_path = tmp_path / "frames.log"
+    cfg = BASE.model_copy(update={"worker_queue_size": 2, "ring_slots": 4})
+    slow = partial(RecordingHandler, log_path, delay_s=0.05)  # 20 fps of work for 200 fps of camera
+    with Running(Runtime(cfg, feeds(200, "cam0"), slow)) as running:
+        wait_for(lambda: Frames.read(log_path).count() >= 20, 30, "20 frames handled")
+        wait_for(lambda: running.dropped("camera:cam0") > 50, 10, "camera drops")
+        camera, worker = running.child("camera:cam0").stats, running.child("worker:0").stats
+    assert camera is not None and worker is not None
+    assert camera.frames < 100 < camera.dropped  # most frames were dropped at the camera...
+    assert worker.dropped == 0  # ...so the queued ones were never overwritten in the ring
+    frames = Frames.read(log_path)
+    assert frames.bad == 0
+
+
+def test_a_worker_killed_while_idle_is_replaced_and_gets_frames(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="anpr.runtime")
+    log_path = tmp_path / "frames.log"
+    with Running(Runtime(BASE, feeds(10, "cam0"), partial(RecordingHandler, log_path))) as running:
+        wait_for(lambda: Frames.read(log_path).count() >= 3, 30, "first frames")
+        first = running.child("worker:0").pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)  # most likely waiting for its next frame
+        wait_for(lambda: any(pid != first for pid, _ in Frames.read(log_path).seen["cam0"]), 30, "frames after")
+    assert any("worker:0 died (killed by SIGKILL)" in r.getMessage() for r in caplog.records)
+    assert running.child("worker:0").restarts == 1
+
+
+def test_camera_names_must_be_unique() -> None:
+    with pytest.raises(ValueError, match="unique camera names"):
+        Runtime(BASE, feeds(1, "cam0", "cam0"), partial(RecordingHandler, Path("unused")))
