@@ -256,6 +256,18 @@ def replay(
         raise typer.Exit(2)
 
 
+@app.command()
+def run(config: ConfigOpt = None) -> None:
+    """Run every camera of the site live (workers, events stream, health on the configured port)."""
+    from anpr.run import run_site
+
+    try:
+        run_site(_config(config))
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 events_app = typer.Typer(no_args_is_help=True, help="The plate events stream.")
 app.add_typer(events_app, name="events")
 

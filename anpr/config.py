@@ -620,6 +620,7 @@ class AnprConfig(BaseSettings):
     site: SiteConfig = Field(default_factory=SiteConfig)
     cameras: list[CameraConfig] = Field(default_factory=list, description="the lane cameras of this site")
     tracker: TrackerConfig = Field(default_factory=TrackerConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
 
     @field_validator("cameras")
     @classmethod

@@ -19,7 +19,7 @@ import numpy as np
 from anpr.config import AnprConfig, CameraConfig
 from anpr.events import EventSink
 from anpr.recognize import PlateRecognizer
-from anpr.schema import Box, PlateDetection, PlateEvent
+from anpr.schema import Box, FrameRef, PlateDetection, PlateEvent, utc_now
 from anpr.track import Tracker
 
 log = logging.getLogger(__name__)
@@ -137,3 +137,40 @@ class LaneProcessor:
             if self.on_event is not None:
                 self.on_event(e.event)
         return events
+
+
+class LaneHandler:
+    """A live worker's FrameHandler (anpr.runtime.stages): one LaneProcessor per camera it serves.
+
+    Built inside the worker process, so the models load there and are never pickled.
+    """
+
+    def __init__(self, cfg: AnprConfig) -> None:
+        self.cfg = cfg
+        self.recognizer = PlateRecognizer.from_config(cfg)
+        self.sink = EventSink.from_config(cfg.redis, cfg.events)
+        self.cameras = {c.name: c for c in cfg.cameras}
+        self.lanes: dict[str, LaneProcessor] = {}
+
+    def _lane(self, camera: str) -> LaneProcessor:
+        if camera not in self.lanes:
+            self.lanes[camera] = LaneProcessor(self.recognizer, self.cameras[camera], self.cfg, self.sink)
+        return self.lanes[camera]
+
+    def handle(self, ref: FrameRef, image: np.ndarray) -> None:
+        self._lane(ref.camera).process(ref.ts, image)
+
+    def flush(self, now: datetime) -> None:
+        for lane in self.lanes.values():
+            lane.idle(now)
+
+    def close(self) -> None:
+        now = utc_now()
+        for lane in self.lanes.values():
+            lane.finish(now)
+        self.sink.drain()
+
+
+def build_lane_handler(cfg: AnprConfig) -> LaneHandler:
+    """Picklable handler factory: `functools.partial(build_lane_handler, cfg)`."""
+    return LaneHandler(cfg)
