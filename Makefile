@@ -4,9 +4,10 @@
 setup:
 	bash scripts/setup.sh
 
-# Main job: read the plate of the committed synthetic sample image end to end.
+# Main job: replay a sample lane recording end to end (capture, detector, OCR, tracker, events into
+# an embedded Redis in data/redis) and print one event per vehicle.
 demo: setup
-	.venv/bin/anpr read sample_videos/sample_plate.jpg
+	.venv/bin/anpr replay --config configs/dev.yaml sample_videos/lane_day.mp4
 
 # Every test, slow ones included (they are marked, not skipped).
 test: setup
