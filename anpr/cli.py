@@ -307,12 +307,13 @@ def models_export(config: ConfigOpt = None) -> None:
 @models_app.command("verify")
 def models_verify(config: ConfigOpt = None) -> None:
     """Check every model file against its pinned sha256."""
-    from anpr.models import ModelError, detector_weights, easyocr_model_dir
+    from anpr.models import ModelError, detector_weights, easyocr_model_dir, plate_ocr_weights
 
     cfg = _config(config)
     try:
         typer.echo(f"ok {detector_weights(cfg.detector.weights)}")
         typer.echo(f"ok {easyocr_model_dir()}")
+        typer.echo(f"ok {plate_ocr_weights()}")
     except ModelError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None

@@ -51,10 +51,53 @@ class DetectorConfig(Strict):
     threads: int = Field(default=2, ge=1, le=64, description="CPU threads for inference")
 
 
+class GateConfig(Strict):
+    """When a lane runs its plate detector (anpr/motion.py): the detector is most of a lane's CPU."""
+
+    detect_fps: float = Field(
+        default=5.0,
+        ge=0.0,
+        le=100.0,
+        description="look at most this many frames a second per camera (0: every frame); the tracker bridges "
+        "the gaps (tracker.max_jump). Lower saves CPU in proportion (5 on a 25 fps camera: 1 frame in 5; "
+        "sample clips: same tracks and directions as every frame, docs/performance.md); too low and a "
+        "vehicle faster than the booth approach moves more than max_jump plate widths between looks",
+    )
+    motion_threshold: float = Field(
+        default=0.002,
+        ge=0.0,
+        le=1.0,
+        description="fraction of ROI pixels that must change since the last detected frame to run the "
+        "detector again; below it the last detections are reused (0: detect every frame looked at). "
+        "Higher saves more on quiet lanes but reacts later to a small plate entering",
+    )
+    motion_pixel_delta: int = Field(
+        default=12,
+        ge=1,
+        le=255,
+        description="grey-level change (after downscaling and blur) that counts a pixel as changed; lower "
+        "lets sensor noise at night wake the detector",
+    )
+    motion_width: int = Field(
+        default=160,
+        ge=32,
+        le=1920,
+        description="width the frame is downscaled to for the motion check; wider sees smaller movement and "
+        "costs more",
+    )
+    max_hold_s: float = Field(
+        default=1.0,
+        gt=0.0,
+        le=60.0,
+        description="run the detector at least this often even without motion: bounds how long a plate that "
+        "changes too few pixels (far away, low contrast) can go unseen",
+    )
+
+
 class OcrConfig(Strict):
     backend: Literal["easyocr"] = "easyocr"
     network: Literal["plate_ocr", "english_g2"] = Field(
-        default="english_g2",
+        default="plate_ocr",
         description="plate_ocr: the plate-trained network in models/ (models/plate_ocr.md); english_g2: "
         "EasyOCR's stock English model, far less accurate on plates, kept for comparison",
     )
@@ -68,11 +111,43 @@ class OcrConfig(Strict):
         ge=0.0,
         le=10.0,
         description="plate_ocr: crops narrower than this x their height are also read as a two-row plate "
-        "(rows side by side) and the surer read wins; 0 never tries two rows, higher costs a second "
-        "read on more one-row crops",
+        "(rows side by side, same batch), which wins when it contains the one-line read or is surer; 0 "
+        "never tries two rows, higher reads more one-row crops twice",
     )
     quantize: bool = Field(
         default=True, description="int8 dynamic quantization of the recogniser's LSTM/linear layers (EasyOCR's)"
+    )
+    retry_below: float = Field(
+        default=0.9,
+        ge=0.0,
+        le=1.01,
+        description="plate_ocr: a whole-crop read with a lower mean character confidence (or under 4 "
+        "characters) is retried as a two-row plate and as the glyph band alone, and the surest read "
+        "wins; higher retries more crops (slower), 0 never retries",
+    )
+    min_confidence: float = Field(
+        default=0.8,
+        ge=0.0,
+        le=1.0,
+        description="plate_ocr: a read whose mean character confidence is lower is no read (None); on the "
+        "held-out real crops every read below 0.8 was wrong. Higher drops more guesses on tiny, blurred "
+        "crops (the tracker reads a later, larger crop), lower lets them through",
+    )
+    threads: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="plate_ocr: torch threads for one read, set around the call and restored (a torch "
+        "detector in the same process keeps its own); a 32x128 line is too small to split, and a "
+        "second thread spinning on a busy 2-core machine made reads ~10x slower (measured)",
+    )
+    band_aspect: float = Field(
+        default=3.5,
+        ge=1.0,
+        le=20.0,
+        description="plate_ocr: crops taller than their width / this are also read in a band this much "
+        "narrower than the crop, centred on the glyph-like rows (loose detector boxes); lower tries it "
+        "on fewer crops, higher cuts tall (US, two-row) plates",
     )
     pad_x: float = Field(default=0.08, ge=0.0, le=1.0, description="crop padding, fraction of box width")
     pad_y: float = Field(default=0.15, ge=0.0, le=1.0, description="crop padding, fraction of box height")
@@ -610,6 +685,7 @@ class AnprConfig(BaseSettings):
     )
 
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
     ocr: OcrConfig = Field(default_factory=OcrConfig)
     plates: PlatesConfig = Field(default_factory=PlatesConfig)
     redis: RedisConfig = Field(default_factory=RedisConfig)

@@ -1,9 +1,10 @@
 """The per-camera stage: frame in, plate events out. Live workers and `anpr replay` both run it.
 
-Per frame: detect plates (inside the lane's ROI), let the tracker say which crops are worth
-reading, OCR only those, then hand decided passes to the event sink. OCR is the expensive step
-(~10x the detector per crop with stock EasyOCR), so gating it by the tracker is what makes a
-lane keep up with its camera.
+Per frame: ask the gate (anpr/motion.py) whether to run the detector at all, detect plates
+(inside the lane's ROI), let the tracker say which crops are worth reading, OCR only those, then
+hand decided passes to the event sink. Both gates exist for CPU: the tracker gates OCR (the
+costliest call per crop), the detector gate caps detector calls per second and skips still
+scenes (the detector is the costliest call per frame); docs/performance.md has the figures.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 
 from anpr.config import AnprConfig, CameraConfig
 from anpr.events import EventSink
+from anpr.motion import DetectGate, FrameAction
 from anpr.recognize import PlateRecognizer
 from anpr.schema import Box, FrameRef, PlateDetection, PlateEvent, utc_now
 from anpr.track import Tracker
@@ -62,6 +64,8 @@ def vehicle_box(plate: Box, width: int, height: int) -> Box:
 @dataclass(slots=True)
 class LaneStats:
     frames: int = 0
+    detected_frames: int = 0  # frames the detector ran on (the rest: skipped by the gate or held)
+    held_frames: int = 0  # nothing moved since the last detection: its detections were reused
     detections: int = 0
     outside_roi: int = 0
     ocr_calls: int = 0
@@ -85,6 +89,8 @@ class LaneProcessor:
         self.sink = sink
         self.on_event = on_event
         self.stats = LaneStats()
+        self.gate = DetectGate(cfg.gate, camera.roi)
+        self._held: list[PlateDetection] = []  # the last detected frame's detections, for HOLD frames
         self._roi: np.ndarray | None = None if camera.roi is None else np.array(camera.roi, np.float32)
 
     def _in_roi(self, det: PlateDetection, width: int, height: int) -> bool:
@@ -97,10 +103,21 @@ class LaneProcessor:
         """Run one frame through the lane; returns the events decided at this frame."""
         self.stats.frames += 1
         h, w = image.shape[:2]
-        found = self.recognizer.detector.detect(image)
-        dets = [d for d in found if self._in_roi(d, w, h)]
-        self.stats.detections += len(dets)
-        self.stats.outside_roi += len(found) - len(dets)
+        action = self.gate.check(ts, image)
+        if action is FrameAction.SKIP:
+            return self._emit(ts, final=False)
+        if action is FrameAction.HOLD:
+            # The scene is as the detector last saw it: feeding its boxes again keeps the tracks of
+            # stopped vehicles alive; their crops are no better than before, so no OCR is asked for.
+            self.stats.held_frames += 1
+            dets = self._held
+        else:
+            self.stats.detected_frames += 1
+            found = self.recognizer.detector.detect(image)
+            dets = [d for d in found if self._in_roi(d, w, h)]
+            self.stats.detections += len(dets)
+            self.stats.outside_roi += len(found) - len(dets)
+            self._held = dets
         crops = [self.recognizer.crop(image, d.box) for d in dets]
         for a, crop in zip(self.tracker.associate(ts, dets, [sharpness(c) for c in crops]), crops, strict=True):
             if not a.should_read:

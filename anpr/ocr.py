@@ -1,28 +1,224 @@
-"""Plate OCR: one small interface, EasyOCR behind it.
+"""Plate OCR: one small interface, two EasyOCR-loaded networks behind it.
 
 `PlateReader.read(crop)` takes a padded plate crop and returns the raw characters it sees with
-per-character confidences; grammar checks happen later (anpr.plates), so a plate-trained network
-(models/, loaded through EasyOCR's custom `recog_network`) is a drop-in replacement.
+per-character confidences; grammar checks happen later (anpr.plates).
+
+- `PlateOcrReader` (default): the plate-trained network in models/ (`plate_ocr`, trained by
+  scripts/train_ocr.py), loaded through EasyOCR's custom `recog_network` mechanism after its
+  sha256 is verified. It reads the whole padded crop as one text line, no CRAFT: the network was
+  trained on such crops, which skips CRAFT's ~130 ms and its failure to find low, blurred lines.
+  Two-row plates are unstacked into one line first (`line_image`).
+- `EasyOcrReader`: a stock EasyOCR network (`english_g2`), kept for comparison.
+
+The crop-to-line preprocessing lives here, not in the training script, so training and inference
+cannot drift apart.
 """
 
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
-from anpr.config import OcrConfig
-from anpr.models import easyocr_model_dir, enforce_offline
+from anpr.config import MODELS_DIR, OcrConfig
+from anpr.models import PLATE_OCR, easyocr_model_dir, enforce_offline, plate_ocr_weights
 from anpr.schema import PlateRead
 
 ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+STOCK_NETWORKS = frozenset({"english_g2"})  # EasyOCR's own; anything else is a network in models/
+MIN_CHARS = 4  # shortest plate the grammars and the generic rule accept
+
+# Input of the plate network: gray, 32 px high (glyph strokes stay >= 2 px), stretched to 128 px
+# wide (32 CTC columns: room for 10 characters with blanks between doubles). Stretching, not
+# padding, keeps every character a similar size whatever the plate's aspect ratio.
+LINE_H = 32
+LINE_W = 128
 
 
 class PlateReader(Protocol):
     def read(self, crop: np.ndarray) -> PlateRead | None:
         """Characters on the plate in `crop` (BGR), or None when nothing legible is there."""
         ...
+
+
+def to_gray(crop: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return crop if crop.ndim == 2 else cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
+
+
+def row_split(gray: np.ndarray) -> int:
+    """Row between the two text rows of a two-row plate.
+
+    Row-wise contrast (std) is high across glyphs and low in the gap between rows, whatever the
+    plate's colours; the search stays in the middle 30-70 % where the gap is on every two-row
+    layout, so a dark border or bolt row cannot win.
+    """
+    h = gray.shape[0]
+    profile = gray.astype(np.float32).std(axis=1)
+    profile = np.convolve(profile, np.ones(3, np.float32) / 3, mode="same")
+    lo, hi = round(0.3 * h), max(round(0.7 * h), round(0.3 * h) + 1)
+    return lo + int(np.argmin(profile[lo:hi]))
+
+
+def text_band(gray: np.ndarray, height: int) -> tuple[int, int]:
+    """Rows [top, bottom) of the `height`-row window richest in vertical edges: a row of glyphs.
+
+    Detector boxes around small plates are often two or three plates tall (ua-plates photos);
+    characters are dense vertical strokes, which bumpers, sky and body panels are not.
+    """
+    import cv2
+
+    energy = np.abs(cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3)).sum(axis=1)
+    cumulative = np.concatenate([[0.0], np.cumsum(energy)])
+    top = int(np.argmax(cumulative[height:] - cumulative[:-height]))
+    return top, top + height
+
+
+def line_image(gray: np.ndarray, two_rows: bool) -> np.ndarray:
+    """The crop as one LINE_H x LINE_W text line; a two-row plate's rows are put side by side.
+
+    Unstacking in the image (rather than training the network on stacked rows) keeps one simple
+    line reader for every plate and reads the rows in order: top row, then bottom row.
+    """
+    import cv2
+
+    if two_rows and gray.shape[0] >= 4:
+        s = row_split(gray)
+        rows = [gray[:s], gray[s:]]
+        rows = [cv2.resize(r, (max(1, round(r.shape[1] * LINE_H / r.shape[0])), LINE_H)) for r in rows]
+        gray = np.hstack(rows)
+    return cv2.resize(gray, (LINE_W, LINE_H), interpolation=cv2.INTER_AREA)
+
+
+def to_batch(lines: list[np.ndarray]) -> Any:
+    """uint8 LINE_H x LINE_W lines -> float tensor (N, 1, H, W) in [-1, 1], EasyOCR's convention."""
+    import torch
+
+    x = np.stack(lines).astype(np.float32)[:, None] / 127.5 - 1.0
+    return torch.from_numpy(x)
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    text: str
+    char_confidences: tuple[float, ...]
+
+    @property
+    def mean_confidence(self) -> float:
+        return float(np.mean(self.char_confidences)) if self.char_confidences else 0.0
+
+
+def ctc_greedy(probs: np.ndarray, alphabet: list[str]) -> Decoded:
+    """Best path of one (columns, classes) softmax: collapse repeats, drop blanks (class 0).
+
+    A character's confidence is the highest probability over the run of columns that emitted
+    it: the column where the network was surest of that glyph.
+    """
+    best = probs.argmax(axis=1)
+    text: list[str] = []
+    confs: list[float] = []
+    prev = 0
+    for col, k in enumerate(best):
+        k = int(k)
+        if k != 0 and k != prev:
+            text.append(alphabet[k])
+            confs.append(float(probs[col, k]))
+        elif k != 0:
+            confs[-1] = max(confs[-1], float(probs[col, k]))
+        prev = k
+    return Decoded("".join(text), tuple(confs))
+
+
+def _quiet_easyocr() -> Any:
+    # EasyOCR 1.7.2 triggers torch deprecation warnings (quantization, DataLoader) on every start;
+    # they are noise to an operator and say nothing about our inputs.
+    warnings.filterwarnings("ignore", message="'pin_memory' argument", category=UserWarning)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import easyocr
+    return easyocr
+
+
+class PlateOcrReader:
+    """The plate-trained network from models/, loaded by EasyOCR, run without EasyOCR's per-call overhead.
+
+    `recognize()` builds a DataLoader per call (~10 ms, shared/NOTES.md); we hand our own batch to
+    `reader.recognizer` and use `reader.converter`'s alphabet, which keeps the model loading,
+    int8 quantization and character list exactly EasyOCR's.
+    """
+
+    def __init__(self, cfg: OcrConfig) -> None:
+        enforce_offline()
+        self.cfg = cfg
+        if cfg.network != PLATE_OCR.name.removesuffix(".pth"):
+            raise ValueError(f"no pinned checksum for network {cfg.network!r}; add it to anpr/models.py")
+        plate_ocr_weights(MODELS_DIR)  # before EasyOCR unpickles it
+        easyocr = _quiet_easyocr()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.reader: Any = easyocr.Reader(
+                ["en"],
+                gpu=False,
+                model_storage_directory=str(MODELS_DIR),
+                user_network_directory=str(MODELS_DIR),
+                recog_network=cfg.network,
+                download_enabled=False,
+                detector=False,
+                quantize=cfg.quantize,
+                verbose=False,
+            )
+        self.reader.recognizer.eval()
+        self.alphabet: list[str] = list(self.reader.converter.character)
+
+    def read_lines(self, lines: list[np.ndarray]) -> list[Decoded]:
+        """Decode a batch of LINE_H x LINE_W gray lines (one forward pass for all of them)."""
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(self.cfg.threads)
+        try:
+            with torch.inference_mode():
+                scores = self.reader.recognizer(to_batch(lines), None)
+                probs = torch.softmax(scores, dim=2).numpy()
+        finally:
+            torch.set_num_threads(threads)
+        return [ctc_greedy(p, self.alphabet) for p in probs]
+
+    def read(self, crop: np.ndarray) -> PlateRead | None:
+        if crop.size == 0 or min(crop.shape[:2]) < 2:
+            return None
+        gray = to_gray(crop)
+        h, w = gray.shape
+        lines = [line_image(gray, two_rows=False)]
+        # A square-ish crop may be a two-row plate (or a ~2:1 US plate): read it both ways in one
+        # batch. Read as one line, a two-row plate often gives its bigger row alone, confidently.
+        if w < self.cfg.two_row_aspect * h:
+            lines.append(line_image(gray, two_rows=True))
+        reads = self.read_lines(lines)
+        best = max(reads, key=self._rank)
+        if len(reads) == 2 and reads[0].text in reads[1].text and len(reads[1].text) >= MIN_CHARS:
+            best = reads[1]  # the one-line read saw one of the two rows: the rows read more
+        if len(best.text) < MIN_CHARS or best.mean_confidence < self.cfg.retry_below:
+            # Unsure: maybe a one-row plate in a loose detector box, two or three plates tall.
+            # Read the band of rows richest in vertical edges (glyph strokes) alone.
+            band = round(w / self.cfg.band_aspect)
+            if 4 <= band < h:
+                top, bottom = text_band(gray, band)
+                best = max([best, *self.read_lines([line_image(gray[top:bottom], two_rows=False)])], key=self._rank)
+        if not best.text or best.mean_confidence < self.cfg.min_confidence:
+            return None
+        return PlateRead(
+            text=best.text, confidence=float(np.prod(best.char_confidences)), char_confidences=best.char_confidences
+        )
+
+    def _rank(self, d: Decoded) -> tuple[bool, bool, int, float]:
+        """Order candidate reads: a plate-length read first; among sure ones the longest (a row read
+        alone is shorter), else the surest."""
+        sure = d.mean_confidence >= self.cfg.retry_below
+        return len(d.text) >= MIN_CHARS, sure, len(d.text) if sure else 0, d.mean_confidence
 
 
 def _line_geometry(box: Any) -> tuple[float, float, float]:
@@ -32,7 +228,7 @@ def _line_geometry(box: Any) -> tuple[float, float, float]:
 
 
 class EasyOcrReader:
-    """EasyOCR with the recipe measured best on real plates (shared/NOTES.md).
+    """Stock EasyOCR with the recipe measured best on real plates (shared/NOTES.md).
 
     CRAFT finds text lines inside the crop; lines shorter than `min_line_height` x the tallest are
     dropped (country band, dealer frame, US state name); the rest are read top-to-bottom, then
@@ -42,14 +238,9 @@ class EasyOcrReader:
     def __init__(self, cfg: OcrConfig) -> None:
         enforce_offline()
         self.cfg = cfg
-        # EasyOCR asks its DataLoader for pinned memory on every call; without a GPU torch warns each time.
-        warnings.filterwarnings("ignore", message="'pin_memory' argument", category=UserWarning)
+        easyocr = _quiet_easyocr()
         with warnings.catch_warnings():
-            # EasyOCR 1.7.2 triggers torch deprecation warnings (quantization, DataLoader) on
-            # every start; they are noise to an operator and say nothing about our inputs.
             warnings.simplefilter("ignore")
-            import easyocr
-
             self.reader: Any = easyocr.Reader(
                 ["en"],
                 gpu=False,
@@ -57,6 +248,7 @@ class EasyOcrReader:
                 download_enabled=False,
                 detector=cfg.readtext,
                 recog_network=cfg.network,
+                quantize=cfg.quantize,
                 verbose=False,
             )
 
@@ -95,4 +287,7 @@ class EasyOcrReader:
 
 
 def make_reader(cfg: OcrConfig) -> PlateReader:
-    return EasyOcrReader(cfg)
+    """The stock EasyOCR recipe for `english_g2`, the plate-trained fast path otherwise."""
+    if cfg.network in STOCK_NETWORKS:
+        return EasyOcrReader(cfg)
+    return PlateOcrReader(cfg)

@@ -1,0 +1,436 @@
+"""Train the plate recognition network shipped as models/plate_ocr.pth (EasyOCR custom network).
+
+One command reproduces the committed weights (about 70 minutes on this shared 2-core machine:
+~20 rendering the synthetic plates, ~48 training):
+
+    .venv/bin/python scripts/train_ocr.py --export
+
+What it does, and why:
+- Data: synthetic plates of every style anpr.synth draws (UA, MD, RO, PL, EU, US, BR and the
+  two-row MD2/UA2), rendered once into .cache/ocr_train/ and cut out like a detector crop; plus
+  the *training* part of the real labelled crops in /work/shared/datasets (br-plate-crops, and
+  openalpr-us plates cut from their labelled boxes). The real held-out part is fixed in
+  models/plate_ocr_split.json (seeded, committed) and never trained on; ua-plates is never read.
+  Synthetic data teaches the UA/MD/EU layouts we have no labelled photos of; the real crops teach
+  what cameras do to plates (blur, glare, grime, loose boxes) that a renderer misses.
+- Every crop goes through anpr.ocr.line_image, the same function inference uses; two-row plates
+  are unstacked there into one line, and their label is the rows in reading order.
+- Crops are re-cut every time they are drawn, with a random box padding around the plate
+  (detector boxes are loose, shared/NOTES.md), and jittered in brightness, contrast and blur.
+- CTC loss, AdamW with a one-cycle schedule; one "epoch" is a fixed number of steps. Each epoch
+  logs loss and exact-read accuracy on the held-out real crops and on a fixed synthetic set, and
+  writes a checkpoint; a rerun resumes from the last one. The shipped weights are the last epoch's
+  (not the best held-out epoch's: choosing by held-out score would train on the held-out set).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import math
+import multiprocessing as mp
+import sys
+import time
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from anpr.ocr import line_image, to_batch, to_gray  # noqa: E402
+from anpr.plates import normalise  # noqa: E402
+
+MODELS = REPO / "models"
+DATASETS = Path("/work/shared/datasets")
+SPLIT_FILE = MODELS / "plate_ocr_split.json"
+WORK = REPO / ".cache" / "ocr_train"
+NETWORK = "plate_ocr"
+HELDOUT_FRACTION = 0.3
+# Recognition-box padding of anpr/recognize.py (OcrConfig.pad_x/pad_y): held-out US crops are cut
+# with exactly this, training crops around it.
+PAD_X, PAD_Y = 0.08, 0.15
+# Share of the synthetic set per style: our two countries first, two-row plates well represented
+# (they are rarer on the road but are the hardest layout), the rest for the neighbours and for
+# the real test sets' layouts.
+# Plate fonts differ by country and maker (DIN 1451-like in the EU and UA, FE-Schrift, US state
+# fonts); the renderer draws DejaVu Sans Bold. A second synthetic set draws each plate in one of
+# these system fonts instead (those installed are used; see the log), so the network learns glyph
+# shapes rather than one font's quirks: with DejaVu alone, real UA plates read poorly.
+EXTRA_FONTS = {
+    "dejavu-book": "dejavu/DejaVuSans.ttf",
+    "dejavu-condensed-bold": "dejavu/DejaVuSansCondensed-Bold.ttf",
+    "dejavu-condensed": "dejavu/DejaVuSansCondensed.ttf",
+    "dejavu-mono-bold": "dejavu/DejaVuSansMono-Bold.ttf",
+    "liberation-sans": "liberation2/LiberationSans-Regular.ttf",
+    "liberation-sans-bold": "liberation2/LiberationSans-Bold.ttf",
+    "liberation-mono-bold": "liberation2/LiberationMono-Bold.ttf",
+    "freesans": "freefont/FreeSans.ttf",
+    "freesans-bold": "freefont/FreeSansBold.ttf",
+}
+STYLE_WEIGHTS = {"UA": 0.2, "MD": 0.15, "UA2": 0.1, "MD2": 0.1, "RO": 0.1, "PL": 0.1, "EU": 0.08, "US": 0.1, "BR": 0.07}
+
+
+@dataclass
+class Sample:
+    """A gray image holding one plate at `box` (x1, y1, x2, y2, px) with room around it."""
+
+    image: np.ndarray
+    box: tuple[float, float, float, float]
+    label: str
+    two_rows: bool
+
+
+# -- data --------------------------------------------------------------------------------------
+
+
+def load_yaml() -> dict:
+    return yaml.safe_load((MODELS / f"{NETWORK}.yaml").read_text(encoding="utf-8"))
+
+
+def make_split(seed: int) -> dict[str, dict[str, list[str]]]:
+    """Seeded held-out split of the labelled real sets, by image name; written once, then reused."""
+    split: dict[str, dict[str, list[str]]] = {}
+    for name in ("br-plate-crops", "openalpr-us"):
+        with (DATASETS / name / "labels.tsv").open(encoding="utf-8") as f:
+            images = sorted(r["image"] for r in csv.DictReader(f, delimiter="\t"))
+        order = np.random.default_rng(seed).permutation(len(images))
+        n_held = round(HELDOUT_FRACTION * len(images))
+        split[name] = {
+            "heldout": sorted(images[i] for i in order[:n_held]),
+            "train": sorted(images[i] for i in order[n_held:]),
+        }
+    return split
+
+
+def load_split(seed: int) -> dict[str, dict[str, list[str]]]:
+    if SPLIT_FILE.is_file():
+        return json.loads(SPLIT_FILE.read_text(encoding="utf-8"))["sets"]
+    split = make_split(seed)
+    doc = {
+        "about": "Held-out real crops for models/plate_ocr.pth: never trained on (scripts/train_ocr.py). "
+        "ua-plates is not listed: it is never trained on at all.",
+        "seed": seed,
+        "heldout_fraction": HELDOUT_FRACTION,
+        "sets": split,
+    }
+    SPLIT_FILE.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    return split
+
+
+def real_samples(name: str, images: list[str]) -> list[Sample]:
+    """Real crops: BR files are already tight crops; US plates are cut from the photo around the box."""
+    folder = DATASETS / name
+    with (folder / "labels.tsv").open(encoding="utf-8") as f:
+        rows = {r["image"]: r for r in csv.DictReader(f, delimiter="\t")}
+    out: list[Sample] = []
+    for image in images:
+        r = rows[image]
+        gray = to_gray(cv2.imread(str(folder / "images" / image)))
+        label = normalise(r["plate"])
+        if "x" not in r:
+            h, w = gray.shape
+            out.append(Sample(gray, (0.0, 0.0, float(w), float(h)), label, False))
+            continue
+        x, y, w, h = (float(r[k]) for k in ("x", "y", "w", "h"))
+        # Keep surroundings so training crops can be cut looser than the box (train_line).
+        x0, y0 = max(0, int(x - 0.5 * w)), max(0, int(y - 1.2 * h))
+        x1, y1 = min(gray.shape[1], int(x + 1.5 * w) + 1), min(gray.shape[0], int(y + 2.2 * h) + 1)
+        out.append(Sample(gray[y0:y1, x0:x1].copy(), (x - x0, y - y0, x - x0 + w, y - y0 + h), label, False))
+    return out
+
+
+def installed_fonts() -> list[str]:
+    from anpr.synth import render
+
+    return [k for k, rel in EXTRA_FONTS.items() if (render.FONT_ROOT / rel).is_file()]
+
+
+def _render_one(index: int, seed: int, fonts: bool) -> Sample:
+    """One synthetic plate; its own seeded generator, so the set does not depend on worker order."""
+    from anpr.synth import augment as aug
+    from anpr.synth import random_plate_text, render, render_plate
+
+    rng = np.random.default_rng([seed, index])
+    styles = list(STYLE_WEIGHTS)
+    style: render.PlateStyle | str = styles[
+        int(rng.choice(len(styles), p=np.array(list(STYLE_WEIGHTS.values())) / sum(STYLE_WEIGHTS.values())))
+    ]
+    text = random_plate_text(style, rng)
+    if fonts:
+        names = installed_fonts()
+        font = names[int(rng.integers(0, len(names)))]
+        render.FONT_CANDIDATES.setdefault(font, (EXTRA_FONTS[font],))  # the renderer looks fonts up by key
+        style = replace(render.get_style(style), font=font)
+    plate = render_plate(text, style, rng, px_per_mm=float(rng.uniform(0.8, 1.6)))
+    night = rng.random() < 0.2
+    before = (aug.dirt, aug.shadow) if not night else (aug.dirt,)
+    plate = aug.augment(plate, rng, before, probability=0.4)
+    plate = aug.perspective(plate, rng, max_tilt=0.25, max_rotation_deg=6.0, margin=0.3)
+    after = (aug.night_ir, aug.motion_blur) if night else (aug.focus_blur, aug.motion_blur, aug.sensor_noise)
+    plate = aug.augment(plate, rng, after, probability=1.0 if night else 0.35)
+    if rng.random() < 0.7:
+        plate = aug.low_resolution(plate, rng, min_height=16, max_height=64)
+    plate = aug.augment(plate, rng, (aug.jpeg,), probability=0.6)
+    q = plate.quad
+    box = (float(q[:, 0].min()), float(q[:, 1].min()), float(q[:, 0].max()), float(q[:, 1].max()))
+    return Sample(to_gray(plate.image), box, plate.label, len(plate.rows) == 2)
+
+
+def synthetic_samples(n: int, seed: int, workers: int, work: Path, fonts: bool = False) -> list[Sample]:
+    """`n` synthetic plates, cached in `work` by (n, seed): rendering costs ~45 ms a plate.
+
+    Delete the cache after changing anpr.synth or `_render_one`, or it is reused.
+    """
+    cache = work / f"synth-{n}-{seed}{'-fonts' if fonts else ''}.npz"
+    if cache.is_file():
+        data = np.load(cache, allow_pickle=True)  # our own cache file, written below
+        return [
+            Sample(image, (float(b[0]), float(b[1]), float(b[2]), float(b[3])), str(label), bool(two))
+            for image, b, label, two in zip(
+                data["images"], data["boxes"], data["labels"], data["two_rows"], strict=True
+            )
+        ]
+    t0 = time.time()
+    with mp.get_context("fork").Pool(workers) as pool:
+        samples = pool.map(partial(_render_one, seed=seed, fonts=fonts), range(n), chunksize=64)
+    images = np.empty(len(samples), dtype=object)
+    images[:] = [s.image for s in samples]
+    np.savez(
+        cache,
+        images=images,
+        boxes=np.array([s.box for s in samples], np.float32),
+        labels=np.array([s.label for s in samples]),
+        two_rows=np.array([s.two_rows for s in samples]),
+    )
+    log(f"rendered {n} synthetic plates in {time.time() - t0:.0f} s -> {cache.name}")
+    return samples
+
+
+# -- crops -------------------------------------------------------------------------------------
+
+
+def cut(sample: Sample, pad_x: float, pad_y: float, shift_x: float = 0.0, shift_y: float = 0.0) -> np.ndarray:
+    """The plate box grown by the pads (fractions of box size) and shifted, clipped to the image."""
+    x1, y1, x2, y2 = sample.box
+    w, h = x2 - x1, y2 - y1
+    H, W = sample.image.shape
+    a = int(np.clip(x1 - pad_x * w + shift_x * w, 0, W - 2))
+    b = int(np.clip(y1 - pad_y * h + shift_y * h, 0, H - 2))
+    c = int(np.clip(math.ceil(x2 + pad_x * w + shift_x * w), a + 2, W))
+    d = int(np.clip(math.ceil(y2 + pad_y * h + shift_y * h), b + 2, H))
+    return sample.image[b:d, a:c]
+
+
+def eval_line(sample: Sample) -> np.ndarray:
+    """Held-out crops: the padding anpr/recognize.py uses, no randomness."""
+    return line_image(cut(sample, PAD_X, PAD_Y), sample.two_rows)
+
+
+def train_line(sample: Sample, rng: np.random.Generator) -> np.ndarray:
+    """A randomly cut and jittered training line.
+
+    A third of the crops are very loose vertically (the plate 30-60 % of the crop's height): the
+    detector's boxes around small plates are often two or three plates tall (measured on the
+    ua-plates photos), and the reader then sees a plate band in a mostly-clutter crop.
+    """
+    loose = rng.random() < 0.35
+    crop = cut(
+        sample,
+        pad_x=float(rng.uniform(-0.02, 0.25)),
+        pad_y=float(rng.uniform(0.35, 1.2) if loose else rng.uniform(-0.04, 0.35)),
+        shift_x=float(rng.normal(0, 0.025)),
+        shift_y=float(rng.normal(0, 0.05)),
+    )
+    line = line_image(crop, sample.two_rows).astype(np.float32)
+    if rng.random() < 0.2:
+        line = cv2.GaussianBlur(line, (0, 0), float(rng.uniform(0.4, 1.2)))
+    contrast, gamma = rng.uniform(0.5, 1.3), rng.uniform(0.7, 1.4)
+    line = 255.0 * (line / 255.0) ** gamma
+    line = (line - line.mean()) * contrast + line.mean() + rng.uniform(-40, 40)
+    if rng.random() < 0.2:
+        line += rng.normal(0, rng.uniform(2, 10), line.shape)
+    return np.clip(line, 0, 255).astype(np.uint8)
+
+
+# -- model -------------------------------------------------------------------------------------
+
+
+def build_model(cfg: dict) -> nn.Module:
+    sys.path.insert(0, str(MODELS))
+    from plate_ocr import Model  # type: ignore[import-not-found]
+
+    return Model(num_class=len(cfg["character_list"]) + 1, **cfg["network_params"])
+
+
+def encode(labels: list[str], alphabet: str) -> tuple[torch.Tensor, torch.Tensor]:
+    index = {c: i + 1 for i, c in enumerate(alphabet)}
+    flat = [index[c] for label in labels for c in label]
+    return torch.tensor(flat, dtype=torch.long), torch.tensor([len(s) for s in labels], dtype=torch.long)
+
+
+def greedy(scores: torch.Tensor, alphabet: str) -> list[str]:
+    out = []
+    for row in scores.argmax(2).tolist():
+        chars, prev = [], 0
+        for k in row:
+            if k and k != prev:
+                chars.append(alphabet[k - 1])
+            prev = k
+        out.append("".join(chars))
+    return out
+
+
+def accuracy(model: nn.Module, samples: list[Sample], alphabet: str) -> float:
+    """Exact whole-plate reads (raw network output, no grammar)."""
+    model.eval()
+    hits = 0
+    with torch.inference_mode():
+        for i in range(0, len(samples), 128):
+            chunk = samples[i : i + 128]
+            preds = greedy(model(to_batch([eval_line(s) for s in chunk]).contiguous(memory_format=torch.channels_last)),
+                           alphabet)
+            hits += sum(p == s.label for p, s in zip(preds, chunk, strict=True))
+    model.train()
+    return hits / max(1, len(samples))
+
+
+# -- main --------------------------------------------------------------------------------------
+
+LOG: Path | None = None
+
+
+def log(msg: str) -> None:
+    line = f"{time.strftime('%H:%M:%S')} {msg}"
+    print(line, flush=True)
+    if LOG is not None:
+        with LOG.open("a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--epochs", type=int, default=18)
+    ap.add_argument("--steps", type=int, default=250, help="steps per epoch")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--synthetic", type=int, default=12000, help="synthetic plates rendered (cached)")
+    ap.add_argument("--synthetic-fonts", type=int, default=6000, help="more, each in a random system font")
+    ap.add_argument("--val", type=int, default=600, help="synthetic plates in the fixed validation set")
+    ap.add_argument("--real-share", type=float, default=0.4, help="fraction of each batch from real crops")
+    ap.add_argument("--seed", type=int, default=0)
+    # One torch thread: on this shared 2-core machine a second one spins against other processes
+    # (measured: 2.6 s a step with 2 threads vs 1.0 s with 1 while another process was busy).
+    ap.add_argument("--threads", type=int, default=1, help="torch threads")
+    ap.add_argument("--workers", type=int, default=2, help="processes rendering the synthetic set")
+    ap.add_argument("--work", type=Path, default=WORK, help="checkpoints and log")
+    ap.add_argument("--no-real", action="store_true", help="synthetic data only (tests, datasets absent)")
+    ap.add_argument("--export", action="store_true", help=f"write models/{NETWORK}.pth from the last epoch")
+    args = ap.parse_args()
+
+    global LOG
+    args.work.mkdir(parents=True, exist_ok=True)
+    LOG = args.work / "train.log"
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    cfg = load_yaml()
+    alphabet: str = cfg["character_list"]
+
+    synth = synthetic_samples(args.synthetic, args.seed, args.workers, args.work)
+    synth += synthetic_samples(args.synthetic_fonts, args.seed + 2000, args.workers, args.work, fonts=True)
+    log(f"extra fonts: {', '.join(installed_fonts())}")
+    synth_val = synthetic_samples(args.val, args.seed + 1000, args.workers, args.work)
+    real_train: dict[str, list[Sample]] = {}
+    heldout: dict[str, list[Sample]] = {}
+    if not args.no_real:
+        split = load_split(args.seed)
+        for name, parts in split.items():
+            real_train[name] = real_samples(name, parts["train"])
+            heldout[name] = real_samples(name, parts["heldout"])
+    log(f"data: {len(synth)} synthetic, "
+        + ", ".join(f"{k} {len(v)} train" for k, v in real_train.items())
+        + ", "
+        + ", ".join(f"{k} {len(v)} held out" for k, v in heldout.items()))
+
+    model = build_model(cfg).to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    total = args.epochs * args.steps
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=total, pct_start=0.15)
+    ctc = nn.CTCLoss(blank=0, zero_infinity=True)
+    rng = np.random.default_rng(args.seed)
+    start_epoch = 0
+    ckpt_path = args.work / "last.pt"
+    if ckpt_path.is_file():
+        ckpt = torch.load(ckpt_path, weights_only=False)
+        if ckpt["args"]["epochs"] == args.epochs and ckpt["args"]["steps"] == args.steps:
+            model.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["opt"])
+            sched.load_state_dict(ckpt["sched"])
+            rng.bit_generator.state = ckpt["rng"]
+            torch.set_rng_state(ckpt["torch_rng"])
+            start_epoch = ckpt["epoch"]
+            log(f"resumed from {ckpt_path} after epoch {start_epoch}")
+        else:
+            log(f"{ckpt_path} is from another schedule; starting over")
+
+    # Each real set gets an equal share of the batch, whatever its size: the 155 US crops are
+    # far more varied (50 states, frames, stickers) than the 800 single-camera Brazilian ones.
+    n_per_set = round(args.batch * args.real_share / len(real_train)) if real_train else 0
+    n_synth = args.batch - n_per_set * len(real_train)
+    model.train()
+    for epoch in range(start_epoch, args.epochs):
+        t0, losses = time.time(), []
+        for step in range(args.steps):
+            picks = [synth[i] for i in rng.integers(0, len(synth), n_synth)]
+            for pool in real_train.values():
+                picks += [pool[i] for i in rng.integers(0, len(pool), n_per_set)]
+            x = to_batch([train_line(s, rng) for s in picks]).contiguous(memory_format=torch.channels_last)
+            targets, lengths = encode([s.label for s in picks], alphabet)
+            logp = model(x).log_softmax(2).permute(1, 0, 2)  # (T, B, C) for CTCLoss
+            loss = ctc(logp, targets, torch.full((len(picks),), logp.shape[0], dtype=torch.long), lengths)
+            opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            sched.step()
+            losses.append(float(loss.detach()))
+            if (step + 1) % 50 == 0:
+                log(f"  step {epoch * args.steps + step + 1}/{total} loss {np.mean(losses[-50:]):.4f}")
+        scores = {"synthetic": accuracy(model, synth_val, alphabet)}
+        scores.update({k: accuracy(model, v, alphabet) for k, v in heldout.items()})
+        log(f"epoch {epoch + 1}/{args.epochs} loss {np.mean(losses):.4f} lr {sched.get_last_lr()[0]:.2e} "
+            + " ".join(f"{k} {v:.3f}" for k, v in scores.items()) + f" ({time.time() - t0:.0f} s)")
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "opt": opt.state_dict(),
+                "sched": sched.state_dict(),
+                "rng": rng.bit_generator.state,
+                "torch_rng": torch.get_rng_state(),
+                "epoch": epoch + 1,
+                "args": vars(args) | {"work": str(args.work)},
+                "scores": scores,
+                "loss": float(np.mean(losses)),
+            },
+            ckpt_path,
+        )
+
+    if args.export:
+        model.eval()
+        # EasyOCR strips 7 characters ("module.") from every key when loading on CPU.
+        state = nn.DataParallel(model.to(memory_format=torch.contiguous_format)).state_dict()
+        out = MODELS / f"{NETWORK}.pth"
+        torch.save(state, out)
+        log(f"exported {out} sha256 {hashlib.sha256(out.read_bytes()).hexdigest()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""Plate OCR: CTC decoding and line preprocessing (fast), the shipped network and its training (slow)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from anpr.config import MODELS_DIR, OcrConfig
+from anpr.models import PLATE_OCR, ModelError, sha256_of
+from anpr.ocr import (
+    LINE_H,
+    LINE_W,
+    EasyOcrReader,
+    PlateOcrReader,
+    ctc_greedy,
+    line_image,
+    make_reader,
+    row_split,
+    text_band,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+ALPHABET = ["[blank]", "A", "B", "1"]
+
+
+def _probs(path: list[int], sure: float = 0.9) -> np.ndarray:
+    """One-hot-ish (columns, classes) softmax following `path`."""
+    p = np.full((len(path), len(ALPHABET)), (1 - sure) / (len(ALPHABET) - 1), np.float32)
+    p[np.arange(len(path)), path] = sure
+    return p
+
+
+@pytest.mark.parametrize(
+    ("path", "text"),
+    [
+        ([0, 1, 1, 0, 2, 0], "AB"),  # repeats collapse
+        ([1, 0, 1, 3, 3], "AA1"),  # a blank separates a doubled character
+        ([0, 0, 0], ""),
+        ([3, 2, 1], "1BA"),
+    ],
+)
+def test_ctc_greedy_text(path: list[int], text: str) -> None:
+    decoded = ctc_greedy(_probs(path), ALPHABET)
+    assert decoded.text == text
+    assert len(decoded.char_confidences) == len(text)
+
+
+def test_ctc_char_confidence_is_the_surest_column_of_its_run() -> None:
+    p = _probs([1, 1, 0, 2])
+    p[0, 1], p[1, 1] = 0.6, 0.95
+    p[3, 2] = 0.55
+    decoded = ctc_greedy(p, ALPHABET)
+    assert decoded.char_confidences == pytest.approx((0.95, 0.55))
+
+
+def _two_row_image() -> np.ndarray:
+    img = np.full((100, 140), 230, np.uint8)
+    img[10:42, 20:120] = 20  # top row of "glyphs"
+    img[58:92, 10:130] = 20  # bottom row
+    img[10:42:4, 20:120] = 230
+    img[58:92:4, 10:130] = 230
+    return img
+
+
+def test_row_split_finds_the_gap_between_rows() -> None:
+    assert 42 <= row_split(_two_row_image()) <= 58
+
+
+def test_text_band_finds_the_glyph_rows_in_a_loose_crop() -> None:
+    crop = np.full((120, 200), 90, np.uint8)  # a plain body panel
+    crop[70:100, 20:180] = 230  # the plate, low in a box three plates tall
+    crop[74:96, 30:170:12] = 20  # glyph strokes
+    top, bottom = text_band(crop, 40)
+    assert top <= 74 and bottom >= 96
+
+
+@pytest.mark.parametrize("two_rows", [False, True])
+def test_line_image_is_network_sized(two_rows: bool) -> None:
+    assert line_image(_two_row_image(), two_rows).shape == (LINE_H, LINE_W)
+
+
+def test_stock_network_selects_stock_reader_without_loading(monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[str] = []
+    monkeypatch.setattr(EasyOcrReader, "__init__", lambda self, cfg: built.append("stock"))
+    monkeypatch.setattr(PlateOcrReader, "__init__", lambda self, cfg: built.append("plate"))
+    make_reader(OcrConfig(network="english_g2"))
+    make_reader(OcrConfig(network="plate_ocr"))
+    assert built == ["stock", "plate"]
+
+
+def test_shipped_weights_match_pin_and_are_small() -> None:
+    path = MODELS_DIR / PLATE_OCR.name
+    assert sha256_of(path) == PLATE_OCR.sha256
+    assert path.stat().st_size < 20 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def reader() -> PlateOcrReader:
+    return PlateOcrReader(OcrConfig(network="plate_ocr"))
+
+
+@pytest.mark.slow
+def test_shipped_network_loads_through_easyocr_offline(reader: PlateOcrReader) -> None:
+    assert type(reader.reader.recognizer).__module__ == "plate_ocr"  # our class, built by EasyOCR
+    assert "".join(reader.alphabet[1:]) == "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+@pytest.mark.slow
+def test_tampered_weights_are_refused_before_loading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for f in MODELS_DIR.glob("plate_ocr.*"):
+        shutil.copy(f, tmp_path / f.name)
+    with (tmp_path / PLATE_OCR.name).open("r+b") as f:
+        f.seek(2000)
+        f.write(b"\x00\x01\x02")
+    monkeypatch.setattr("anpr.ocr.MODELS_DIR", tmp_path)
+    with pytest.raises(ModelError, match="checksum mismatch"):
+        PlateOcrReader(OcrConfig(network="plate_ocr"))
+
+
+# Every country the generator draws, one-row and two-row; clean, slightly tilted crops with the
+# padding anpr/recognize.py gives detector boxes.
+STYLES = ["UA", "MD", "RO", "PL", "EU", "US", "BR", "UA2", "MD2"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("style", STYLES)
+def test_rendered_plate_of_each_style_is_read(reader: PlateOcrReader, style: str) -> None:
+    from anpr.synth import random_plate_text, render_plate
+    from anpr.synth.augment import perspective
+
+    rng = np.random.default_rng(7)
+    plate = render_plate(random_plate_text(style, rng), style, rng, px_per_mm=1.2)
+    plate = perspective(plate, rng, max_tilt=0.05, max_rotation_deg=2.0, margin=0.2)
+    q = plate.quad
+    x0, y0, x1, y1 = q[:, 0].min(), q[:, 1].min(), q[:, 0].max(), q[:, 1].max()
+    dx, dy = 0.08 * (x1 - x0), 0.15 * (y1 - y0)
+    crop = plate.image[int(y0 - dy) : int(y1 + dy) + 1, int(x0 - dx) : int(x1 + dx) + 1]
+    read = reader.read(crop)
+    assert read is not None
+    assert read.text == plate.label
+    assert len(read.char_confidences) == len(read.text)
+    assert all(0.0 < c <= 1.0 for c in read.char_confidences)
+
+
+@pytest.mark.slow
+def test_tiny_training_run_lowers_the_loss(tmp_path: Path) -> None:
+    cmd = [
+        sys.executable, str(REPO / "scripts" / "train_ocr.py"), "--no-real", "--synthetic", "48",
+        "--synthetic-fonts", "16", "--val", "8", "--epochs", "2", "--steps", "15", "--batch", "16",
+        "--workers", "1", "--work", str(tmp_path),
+    ]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True, timeout=300)
+    losses = [float(m) for m in re.findall(r"epoch \d+/\d+ loss ([0-9.]+)", (tmp_path / "train.log").read_text())]
+    assert len(losses) == 2
+    assert losses[1] < losses[0]
+    assert (tmp_path / "last.pt").is_file()
