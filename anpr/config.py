@@ -644,9 +644,6 @@ class RuntimeConfig(Strict):
     stats_interval_s: float = Field(
         default=1.0, ge=0.05, le=60, description="how often each process reports its counters and heartbeat"
     )
-    stats_queue_size: int = Field(
-        default=256, ge=8, le=100_000, description="reports waiting for the supervisor; beyond it reports are dropped"
-    )
     drain_timeout_s: float = Field(
         default=10.0,
         gt=0,

@@ -3,8 +3,8 @@
 Each child runs a picklable `target(ctx)` in a fresh interpreter (spawn: no threads, locks or
 OpenVINO/torch state inherited from the parent), titled `anpr: <kind> <ident>` so `ps` and `top`
 say which camera or worker is which. Its log records go through a queue to the parent, which
-hands them to its own logging tree; a reporter thread sends its counters on a bounded stats
-queue; it watches the one stop flag. Ctrl-C (SIGINT to the whole process group) is ignored: the
+hands them to its own logging tree; a reporter thread sends its counters on the child's own
+stats pipe; it watches the one stop flag. Ctrl-C (SIGINT to the whole process group) is ignored: the
 parent decides. SIGTERM to the child alone makes it drain and exit with 143, so the supervisor
 restarts it.
 """
@@ -16,7 +16,6 @@ import logging
 import logging.handlers
 import multiprocessing
 import os
-import queue
 import signal
 import sys
 import threading
@@ -24,12 +23,13 @@ import time
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from multiprocessing.queues import Queue
 from types import FrameType
 
 from setproctitle import setproctitle
 
-from anpr.runtime.stats import StageMeter, StatsReport
+from anpr.runtime.stats import StageMeter
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,10 @@ class ChildChannels:
     """What every child shares with the supervisor, created once before the first child starts."""
 
     stop: StopFlag
-    stats: Queue[StatsReport]  # bounded: a report that does not fit is dropped
+    # One pipe per child launch, this child its only writer: a child killed in the middle of a send
+    # can only break its own pipe. A queue shared by all children has one write lock, and a child
+    # SIGKILLed while holding it silenced every other child's stats for good (seen in CI).
+    stats: Connection
     logs: Queue[logging.LogRecord]
     stats_interval_s: float
 
@@ -123,9 +126,10 @@ class ChildContext:
         except Exception as exc:  # a broken state getter must not silence the heartbeat
             state = f"unknown ({exc!r})"
         report = self.meter.report(self.name, os.getpid(), state)
-        # Full: drop it, totals are cumulative and the next report makes up for this one.
-        with suppress(queue.Full):
-            self._channels.stats.put_nowait(report)
+        # Only this reporter thread sends; a full pipe (parent not reading) blocks it, never the stage.
+        # A closed pipe means the parent is gone: the parent-death check below handles that.
+        with suppress(OSError):
+            self._channels.stats.send(report)
 
     def _report_forever(self, parent_pid: int) -> None:
         """Reporter thread: a heartbeat even while the stage body is blocked (a camera reconnecting)."""
@@ -153,7 +157,6 @@ def child_main(spec: ChildSpec, channels: ChildChannels, log_level: int) -> None
     ctx = ChildContext(spec, channels)
     signal.signal(signal.SIGTERM, ctx._on_sigterm)
     # A stats pipe nobody reads must not hold up exit; unsent reports are worthless then.
-    channels.stats.cancel_join_thread()
     threading.Thread(target=ctx._report_forever, args=(os.getppid(),), name="stats", daemon=True).start()
     try:
         spec.target(ctx)

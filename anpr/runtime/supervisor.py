@@ -11,12 +11,15 @@ the work in hand and return; the parent joins them for `drain_timeout_s` and kil
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import logging.handlers
-import queue
+import pickle
 import threading
 import time
 from dataclasses import dataclass, field
+from multiprocessing import connection as mp_connection
+from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING
 
@@ -58,6 +61,7 @@ class _Child:
     last_exit: str | None = None
     finished: bool = False
     stats: StatsReport | None = field(default=None, repr=False)
+    stats_pipe: Connection | None = field(default=None, repr=False)
 
 
 class Supervisor:
@@ -68,7 +72,7 @@ class Supervisor:
         self.stop_flag = StopFlag()
         self._channels = ChildChannels(
             stop=self.stop_flag,
-            stats=SPAWN.Queue(config.stats_queue_size),
+            stats=None,  # type: ignore[arg-type]  # each launch gets its own pipe (_launch)
             logs=SPAWN.Queue(),
             stats_interval_s=config.stats_interval_s,
         )
@@ -155,8 +159,14 @@ class Supervisor:
 
     def _launch(self, child: _Child) -> None:
         level = logging.getLogger().getEffectiveLevel()
-        process = SPAWN.Process(target=child_main, args=(child.spec, self._channels, level), name=child.spec.name)
+        reader, writer = SPAWN.Pipe(duplex=False)
+        channels = dataclasses.replace(self._channels, stats=writer)
+        process = SPAWN.Process(target=child_main, args=(child.spec, channels, level), name=child.spec.name)
         process.start()
+        writer.close()  # the child holds the only writer: its exit shows up here as EOF
+        if child.stats_pipe is not None:
+            child.stats_pipe.close()
+        child.stats_pipe = reader
         child.process, child.pid = process, process.pid
         child.started, child.last_seen = time.monotonic(), time.time()
         child.restart_at, child.stats = None, None
@@ -188,15 +198,24 @@ class Supervisor:
         )
 
     def _receive(self, timeout_s: float) -> list[StatsReport]:
-        """Reports waiting on the stats queue, blocking up to `timeout_s` for the first."""
-        stats = self._channels.stats
+        """Reports waiting on the children's stats pipes, blocking up to `timeout_s` for the first."""
+        with self._lock:
+            pipes = {c.stats_pipe: c for c in self._children.values() if c.stats_pipe is not None}
         reports: list[StatsReport] = []
-        try:
-            reports.append(stats.get(timeout=timeout_s) if timeout_s > 0 else stats.get_nowait())
-            while True:
-                reports.append(stats.get_nowait())
-        except queue.Empty:
-            return reports
+        for pipe in mp_connection.wait(list(pipes), timeout_s):
+            assert isinstance(pipe, Connection)
+            try:
+                while pipe.poll():
+                    reports.append(pipe.recv())
+            except (EOFError, OSError, pickle.UnpicklingError):
+                # The child exited (EOF) or died mid-send: this pipe is done; a restart opens a new one.
+                pipe.close()
+                with self._lock:
+                    if pipes[pipe].stats_pipe is pipe:
+                        pipes[pipe].stats_pipe = None
+        if not pipes and timeout_s > 0:
+            time.sleep(timeout_s)
+        return reports
 
 
 class _Relay(logging.Handler):
