@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from anpr.images import decode_image
-from anpr.plates import interpret, normalise
+from anpr.plates import edit_distance, interpret, normalise
 from anpr.recognize import PlateRecognizer
 from anpr.schema import Box, PlateDetection
 
@@ -66,13 +66,7 @@ def load_samples(folder: Path) -> list[Sample]:
 
 def char_accuracy(pred: str, truth: str) -> float:
     """1 - edit distance / label length, floored at 0."""
-    prev = list(range(len(truth) + 1))
-    for i, a in enumerate(pred, 1):
-        cur = [i]
-        for j, b in enumerate(truth, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a != b)))
-        prev = cur
-    return max(0.0, 1.0 - prev[-1] / max(1, len(truth)))
+    return max(0.0, 1.0 - edit_distance(pred, truth) / max(1, len(truth)))
 
 
 def evaluate_sample(rec: PlateRecognizer, sample: Sample) -> Outcome:

@@ -123,7 +123,7 @@ class LaneProcessor:
             if not a.should_read:
                 continue
             self.stats.ocr_calls += 1
-            result = self.recognizer.read_detection(image, a.detection)
+            result = self.recognizer.read_crop(crop, a.detection)
             vehicle = _cut(image, vehicle_box(a.detection.box, w, h)) if result else np.empty(0)
             self.tracker.add_read(
                 a.track_id,

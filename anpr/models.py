@@ -116,6 +116,3 @@ def plate_ocr_weights(folder: Path = MODELS_DIR) -> Path:
     """The plate-trained recogniser's weights, verified: EasyOCR unpickles them (weights_only=False)."""
     return verify(folder / PLATE_OCR.name, PLATE_OCR.sha256)
 
-
-def default_detector_path() -> Path:
-    return MODELS_DIR / DETECTOR_B.name

@@ -298,3 +298,41 @@ def similar(a: str, b: str, max_confusable: int = 1) -> bool:
         return False
     diffs = [(x, y) for x, y in zip(na, nb, strict=True) if x != y]
     return len(diffs) <= max_confusable and all(frozenset(d) in _CONFUSABLE for d in diffs)
+
+
+def _confusable_groups() -> dict[str, str]:
+    """Each character -> the smallest member of its confusable group (union of the swap pairs)."""
+    parent = {c: c for c in _ALNUM}
+
+    def root(c: str) -> str:
+        while parent[c] != c:
+            c = parent[c]
+        return c
+
+    for pair in _CONFUSABLE:
+        a, b = sorted(root(c) for c in pair)
+        parent[b] = a
+    return {c: root(c) for c in _ALNUM}
+
+
+_GROUP = _confusable_groups()
+
+
+def confusable_key(text: str) -> str:
+    """`normalise`d text with every confusable folded to one character.
+
+    Reads that `similar` can match share this key, so an index keyed by it finds the candidates
+    without comparing against every stored plate.
+    """
+    return "".join(_GROUP[c] for c in normalise(text))
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance: inserted, dropped or replaced characters."""
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1]

@@ -35,7 +35,11 @@ class PlateRecognizer:
 
     def read_detection(self, image: np.ndarray, det: PlateDetection) -> PlateResult | None:
         """Read one detected plate; None when the text is illegible or not a plate."""
-        read = self.reader.read(self.crop(image, det.box))
+        return self.read_crop(self.crop(image, det.box), det)
+
+    def read_crop(self, crop: np.ndarray, det: PlateDetection) -> PlateResult | None:
+        """`read_detection` for a caller that already holds `crop(image, det.box)`."""
+        read = self.reader.read(crop)
         if read is None:
             return None
         plates = self.cfg.plates

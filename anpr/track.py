@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from anpr.config import LaneConfig, TrackerConfig
+from anpr.plates import edit_distance
 from anpr.schema import Box, Direction, PlateDetection, PlateEvent, PlateResult
 
 # What PlateEvent accepts; a read outside it would make the event invalid, so it is counted and skipped.
@@ -135,19 +136,11 @@ def vote(results: Sequence[PlateResult]) -> Vote | None:
 
 
 def similar(a: str, b: str, max_edits: int) -> bool:
-    """True when `a` becomes `b` in at most `max_edits` single-character edits (Levenshtein).
+    """True when `a` becomes `b` in at most `max_edits` single-character edits.
 
     One confusable (B/8) or dropped character must not turn a car stopped at the booth into two events.
     """
-    if abs(len(a) - len(b)) > max_edits:
-        return False
-    previous = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        current = [i]
-        for j, cb in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
-        previous = current
-    return previous[-1] <= max_edits
+    return abs(len(a) - len(b)) <= max_edits and edit_distance(a, b) <= max_edits
 
 
 def _seconds(later: datetime, earlier: datetime) -> float:

@@ -6,7 +6,16 @@ import re
 
 import pytest
 
-from anpr.plates import CORRECTED_CONFIDENCE_SCALE, GRAMMARS, PlateText, interpret, normalise, similar
+from anpr.plates import (
+    CORRECTED_CONFIDENCE_SCALE,
+    GRAMMARS,
+    PlateText,
+    confusable_key,
+    edit_distance,
+    interpret,
+    normalise,
+    similar,
+)
 
 # The 12 Cyrillic letters of Ukrainian plates, spelt as escapes: in source they look like Latin.
 CYRILLIC_12 = "\u0410\u0412\u0421\u0415\u041d\u0406\u041a\u041c\u041e\u0420\u0422\u0425"
@@ -270,3 +279,33 @@ def test_every_result_is_clean_and_aligned(raw: str) -> None:
 def test_similar(a: str, b: str, max_confusable: int, expected: bool) -> None:
     assert similar(a, b, max_confusable) is expected
     assert similar(b, a, max_confusable) is expected
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "distance"),
+    [
+        ("AA1234BB", "AA1234BB", 0),
+        ("AA1234BB", "AA1Z34BB", 1),
+        ("AA1234BB", "A1234BB", 1),
+        ("", "ABC", 3),
+        ("ABC", "XYZ", 3),
+    ],
+)
+def test_edit_distance(a: str, b: str, distance: int) -> None:
+    assert edit_distance(a, b) == distance
+    assert edit_distance(b, a) == distance
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same_key"),
+    [
+        ("AA1234BB", "AA1Z34B8", True),
+        ("0BC123", "obc 123", True),
+        ("AA1234BC", "AA1234B0", False),
+        ("ABC123", "ABC124", False),
+    ],
+)
+def test_confusable_key_groups_what_similar_can_match(a: str, b: str, same_key: bool) -> None:
+    assert (confusable_key(a) == confusable_key(b)) is same_key
+    if similar(a, b, max_confusable=8):
+        assert confusable_key(a) == confusable_key(b)

@@ -35,13 +35,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from anpr.config import AnprConfig, MatchingConfig
 from anpr.exchange.envelope import Envelope
 from anpr.keys import Keys
+from anpr.plates import confusable_key, normalise, similar
 from anpr.schema import Direction, PlateEvent, UtcDatetime
 
 log = logging.getLogger(__name__)
-
-# Characters plate OCR mistakes for one another; each group folds to its first character.
-CONFUSABLE_GROUPS = ("0ODQ", "1I", "2Z", "5S", "6G", "8B")
-_FOLD = {c: group[0] for group in CONFUSABLE_GROUPS for c in group}
 
 # Write an output once: a replay after restart finds the marker and adds nothing.
 _EMIT = """
@@ -53,24 +50,11 @@ return 0
 """
 
 
-def normalise_plate(text: str) -> str:
-    """Upper case, letters and digits only: what two cameras' reads of one plate must agree on."""
-    return "".join(c for c in text.upper() if c.isalnum())
-
-
-def fold(plate: str) -> str:
-    """The plate with every confusable character replaced by its group's representative."""
-    return "".join(_FOLD.get(c, c) for c in plate)
-
-
 def plate_similarity(a: str, b: str, confusable: bool) -> Literal["exact", "confusable"] | None:
-    """`exact`, `confusable` (one confusable substitution) or None (different vehicles)."""
-    a, b = normalise_plate(a), normalise_plate(b)
-    if a == b:
+    """`exact`, `confusable` (one confusable substitution, anpr.plates) or None (different vehicles)."""
+    if normalise(a) == normalise(b):
         return "exact"
-    if not confusable or len(a) != len(b) or fold(a) != fold(b):
-        return None
-    return "confusable" if sum(x != y for x, y in zip(a, b, strict=True)) == 1 else None
+    return "confusable" if confusable and similar(a, b, max_confusable=1) else None
 
 
 class _Output(BaseModel):
@@ -140,7 +124,7 @@ class Matcher:
         if event.event_id in self._seen:
             return None
         x = self._remember(self._exits, event)
-        best = self._best(x, self._entries.get(fold(x.plate), []), lambda e: e.at - x.at)
+        best = self._best(x, self._entries.get(confusable_key(x.plate), []), lambda e: e.at - x.at)
         return self._pair(x, best) if best else None
 
     def add_entry(self, event: PlateEvent) -> CrossingMatch | None:
@@ -148,7 +132,7 @@ class Matcher:
         if event.event_id in self._seen:
             return None
         e = self._remember(self._entries, event)
-        best = self._best(e, self._exits.get(fold(e.plate), []), lambda x: e.at - x.at)
+        best = self._best(e, self._exits.get(confusable_key(e.plate), []), lambda x: e.at - x.at)
         return self._pair(best, e) if best else None
 
     def due_alerts(self, now: datetime) -> list[CrossingAlert]:
@@ -168,8 +152,8 @@ class Matcher:
         return alerts
 
     def _remember(self, index: dict[str, list[_Pass]], event: PlateEvent) -> _Pass:
-        p = _Pass(event, normalise_plate(event.plate))
-        index.setdefault(fold(p.plate), []).append(p)
+        p = _Pass(event, normalise(event.plate))
+        index.setdefault(confusable_key(p.plate), []).append(p)
         self._seen.add(event.event_id)
         return p
 

@@ -79,10 +79,6 @@ class ChildChannels:
     """What every child shares with the supervisor, created once before the first child starts."""
 
     stop: StopFlag
-    # One pipe per child launch, this child its only writer: a child killed in the middle of a send
-    # can only break its own pipe. A queue shared by all children has one write lock, and a child
-    # SIGKILLed while holding it silenced every other child's stats for good (seen in CI).
-    stats: Connection
     logs: Queue[logging.LogRecord]
     stats_interval_s: float
 
@@ -92,10 +88,11 @@ class ChildContext:
 
     _POLL_S = 0.05  # waits poll the stop flag: there is nothing to block on that a kill cannot orphan
 
-    def __init__(self, spec: ChildSpec, channels: ChildChannels) -> None:
+    def __init__(self, spec: ChildSpec, channels: ChildChannels, stats: Connection) -> None:
         self.name = spec.name
         self.meter = StageMeter()
         self._channels = channels
+        self._stats = stats
         self._terminated = False  # SIGTERM to this child alone, or its parent died
         self._state: Callable[[], str] = lambda: "running"
 
@@ -129,7 +126,7 @@ class ChildContext:
         # Only this reporter thread sends; a full pipe (parent not reading) blocks it, never the stage.
         # A closed pipe means the parent is gone: the parent-death check below handles that.
         with suppress(OSError):
-            self._channels.stats.send(report)
+            self._stats.send(report)
 
     def _report_forever(self, parent_pid: int) -> None:
         """Reporter thread: a heartbeat even while the stage body is blocked (a camera reconnecting)."""
@@ -148,13 +145,18 @@ def _log_to_parent(logs: Queue[logging.LogRecord], level: int) -> None:
     root.setLevel(level)
 
 
-def child_main(spec: ChildSpec, channels: ChildChannels, log_level: int) -> None:
-    """Entry point of every child process; `log_level` is the parent's when it started the child."""
+def child_main(spec: ChildSpec, channels: ChildChannels, stats: Connection, log_level: int) -> None:
+    """Entry point of every child process; `log_level` is the parent's when it started the child.
+
+    `stats` is this launch's own pipe, the child its only writer: a child killed in the middle of a
+    send can break only its own pipe. (A queue shared by all children has one write lock; a child
+    SIGKILLed while holding it silenced every other child's stats for good, seen in CI.)
+    """
     setproctitle(f"anpr: {spec.kind} {spec.ident}")
     _log_to_parent(channels.logs, log_level)
     # Ctrl-C reaches the whole process group; the parent alone decides how to stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    ctx = ChildContext(spec, channels)
+    ctx = ChildContext(spec, channels, stats)
     signal.signal(signal.SIGTERM, ctx._on_sigterm)
     # A stats pipe nobody reads must not hold up exit; unsent reports are worthless then.
     threading.Thread(target=ctx._report_forever, args=(os.getppid(),), name="stats", daemon=True).start()

@@ -11,7 +11,6 @@ the work in hand and return; the parent joins them for `drain_timeout_s` and kil
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import logging.handlers
 import pickle
@@ -72,7 +71,6 @@ class Supervisor:
         self.stop_flag = StopFlag()
         self._channels = ChildChannels(
             stop=self.stop_flag,
-            stats=None,  # type: ignore[arg-type]  # each launch gets its own pipe (_launch)
             logs=SPAWN.Queue(),
             stats_interval_s=config.stats_interval_s,
         )
@@ -160,8 +158,9 @@ class Supervisor:
     def _launch(self, child: _Child) -> None:
         level = logging.getLogger().getEffectiveLevel()
         reader, writer = SPAWN.Pipe(duplex=False)
-        channels = dataclasses.replace(self._channels, stats=writer)
-        process = SPAWN.Process(target=child_main, args=(child.spec, channels, level), name=child.spec.name)
+        process = SPAWN.Process(
+            target=child_main, args=(child.spec, self._channels, writer, level), name=child.spec.name
+        )
         process.start()
         writer.close()  # the child holds the only writer: its exit shows up here as EOF
         if child.stats_pipe is not None:
