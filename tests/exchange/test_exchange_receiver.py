@@ -82,14 +82,14 @@ CASES: dict[str, tuple[Callable[[Exchange, PlateEvent], bytes], str, int, str, i
         0,
     ),
     "timestamp_too_old": (
-        lambda ex, ev: encode_batch([signed(ex, ev, clock=lambda: time.time() - 301)]),
+        lambda ex, ev: encode_batch([signed(ex, ev, clock=lambda: time.time() - 360)]),
         "application/json",
         401,
         "timestamp_out_of_window",
         0,
     ),
     "timestamp_in_future": (
-        lambda ex, ev: encode_batch([signed(ex, ev, clock=lambda: time.time() + 301)]),
+        lambda ex, ev: encode_batch([signed(ex, ev, clock=lambda: time.time() + 360)]),
         "application/json",
         401,
         "timestamp_out_of_window",
