@@ -181,7 +181,7 @@ class Tracker:
             (score, ti, di)
             for ti, t in enumerate(live)
             for di, d in enumerate(detections)
-            if (score := self._match_score(t.last_box, d.box)) > 0
+            if (score := self._match_score(t.last_box, d.box, _seconds(ts, t.last_seen))) > 0
         ]
         # Greedy, best pair first: a handful of plates per frame does not need the Hungarian method.
         matched: dict[int, _Track] = {}
@@ -243,16 +243,19 @@ class Tracker:
 
     # -- association and OCR gating ---------------------------------------------------------------
 
-    def _match_score(self, a: Box, b: Box) -> float:
+    def _match_score(self, a: Box, b: Box, gap_s: float) -> float:
         """Above 1 for overlapping boxes (by IoU), in (0, 1] for a near jump, 0 for no match.
 
         The jump rule keeps a fast plate on one track when the detector runs at a few fps and
-        consecutive boxes no longer overlap.
+        consecutive boxes no longer overlap. Its reach grows with the time the track went unseen
+        (up to twice `max_jump` at `lost_after_s`): a plate the detector missed for a few runs has
+        moved on meanwhile (measured on truck_rear: a receding trailer plate missed for 0.8 s had
+        moved 1.1 plate widths, which broke the pass in two).
         """
         iou = a.iou(b)
         if iou >= self.cfg.iou_match:
             return 1.0 + iou
-        reach = self.cfg.max_jump * max(a.width, b.width)
+        reach = self.cfg.max_jump * max(a.width, b.width) * (1.0 + min(1.0, gap_s / self.cfg.lost_after_s))
         distance = math.dist(a.center, b.center)
         return 1.0 - distance / reach if reach > 0 and distance < reach else 0.0
 

@@ -76,7 +76,9 @@ EXTRA_FONTS = {
     "freesans": "freefont/FreeSans.ttf",
     "freesans-bold": "freefont/FreeSansBold.ttf",
 }
-STYLE_WEIGHTS = {"UA": 0.2, "MD": 0.15, "UA2": 0.1, "MD2": 0.1, "RO": 0.1, "PL": 0.1, "EU": 0.08, "US": 0.1, "BR": 0.07}
+STYLE_WEIGHTS = {
+    "UA": 0.2, "MD": 0.15, "UA2": 0.1, "MD2": 0.1, "RO": 0.1, "PL": 0.1, "EU": 0.12, "US": 0.08, "BR": 0.05
+}
 
 
 @dataclass
@@ -174,6 +176,7 @@ def _render_one(index: int, seed: int, fonts: bool) -> Sample:
     night = rng.random() < 0.2
     before = (aug.dirt, aug.shadow) if not night else (aug.dirt,)
     plate = aug.augment(plate, rng, before, probability=0.4)
+    plate = aug.augment(plate, rng, (aug.dealer_frame,), probability=0.3)
     plate = aug.perspective(plate, rng, max_tilt=0.25, max_rotation_deg=6.0, margin=0.3)
     after = (aug.night_ir, aug.motion_blur) if night else (aug.focus_blur, aug.motion_blur, aug.sensor_noise)
     plate = aug.augment(plate, rng, after, probability=1.0 if night else 0.35)
@@ -318,7 +321,7 @@ def log(msg: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--epochs", type=int, default=18)
+    ap.add_argument("--epochs", type=int, default=26)
     ap.add_argument("--steps", type=int, default=250, help="steps per epoch")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=2e-3)

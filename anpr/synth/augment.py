@@ -94,6 +94,45 @@ def perspective(
     return replace(plate, image=_as_u8(image), alpha=alpha, quad=quad)
 
 
+FRAME_WORDS = ("AUTO", "MOTORS", "CENTER", "SERVICE", "VOLVO", "RENAULT", "DAF", "SCANIA", "KYIV", "CHISINAU", "TEL")
+
+
+def dealer_frame(plate: RenderedPlate, rng: np.random.Generator) -> RenderedPlate:
+    """A dealer's plate holder around the plate: a dark or chrome rim, small print below (and above).
+
+    Real crops carry this (openalpr's EU crops: "VOLVO", dealer names and phone numbers): text the
+    reader must not read as part of the plate. Apply before `perspective`: the frame is part of the
+    object that tilts. The quad stays on the plate itself.
+    """
+    h, w = plate.image.shape[:2]
+    side, top, bottom = (max(1, round(f * h)) for f in (rng.uniform(0.03, 0.08), rng.uniform(0.03, 0.1),
+                                                         rng.uniform(0.12, 0.28)))
+    chrome = rng.random() < 0.3
+    color = np.full(3, rng.uniform(150, 210) if chrome else rng.uniform(10, 60), np.float32)
+    out = np.empty((h + top + bottom, w + 2 * side, 3), np.float32)
+    out[:] = color
+    if chrome:
+        out *= np.linspace(1.15, 0.8, out.shape[0], dtype=np.float32)[:, None, None]
+    a = plate.alpha[..., None].astype(np.float32) / 255.0
+    out[top : top + h, side : side + w] = plate.image * a + out[top : top + h, side : side + w] * (1 - a)
+    out8 = _as_u8(out)
+    ink = (30, 30, 30) if chrome else (235, 235, 235)
+    words = " ".join(FRAME_WORDS[int(i)] for i in rng.integers(0, len(FRAME_WORDS), int(rng.integers(1, 4))))
+    if rng.random() < 0.4:
+        words += f" {int(rng.integers(100, 999))} {int(rng.integers(10, 99))} {int(rng.integers(10, 99))}"
+    scale = 0.6 * bottom / 22.0
+    (tw, _), _ = cv2.getTextSize(words, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    x = max(side, (out.shape[1] - tw) // 2)
+    cv2.putText(out8, words, (x, top + h + round(0.75 * bottom)), cv2.FONT_HERSHEY_SIMPLEX, scale, ink,
+                max(1, round(scale * 1.5)), cv2.LINE_AA)
+    return replace(
+        plate,
+        image=out8,
+        alpha=np.full(out.shape[:2], 255, np.uint8),
+        quad=(plate.quad + np.array([side, top], np.float32)).astype(np.float32),
+    )
+
+
 def motion_kernel(length: int, angle_rad: float) -> Mask:
     """Line kernel that smears along `angle_rad`, normalised to sum 1."""
     k = np.zeros((length, length), np.float32)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -44,6 +44,7 @@ FONT_CANDIDATES: dict[str, tuple[str, ...]] = {
 
 Color = tuple[int, int, int]  # BGR
 BandKind = Literal["none", "eu", "ua", "md", "us", "br"]
+GapMark = Literal["none", "dash", "emblem"]
 
 UA_LETTERS = "ABCEHIKMOPTX"  # the 12 letters that look the same in Latin and Cyrillic
 UA_REGIONS = (
@@ -457,6 +458,27 @@ def _draw_bolts(canvas: Canvas, points: list[tuple[float, float]], s: float, rng
                 )
 
 
+def _draw_gap_marks(
+    canvas: Canvas, gaps: list[float], h: int, s: float, style: PlateStyle, marks: GapMark, rng: np.random.Generator
+) -> None:
+    """Dashes in the group gaps, or an emblem (a coloured shield or disc) in the first one: not characters."""
+    half = 0.35 * style.group_gap_mm * s
+    for i, x in enumerate(gaps):
+        if marks == "emblem" and i == 0:
+            b, g, r_ = (int(c) for c in rng.uniform(30, 230, 3))
+            color: Color = (b, g, r_)
+            r = min(half * 1.2, 0.22 * h)
+            if rng.random() < 0.5:
+                cv2.circle(canvas, (round(x), round(h / 2)), round(r), color, -1, cv2.LINE_AA)
+            else:
+                c = h / 2
+                shield = [[x - r, c - r], [x + r, c - r], [x + r, c + 0.3 * r], [x, c + 1.2 * r], [x - r, c + 0.3 * r]]
+                _fill(canvas, np.round(np.array(shield) * 16).astype(np.int32), color)
+            cv2.circle(canvas, (round(x), round(h / 2)), max(1, round(0.4 * r)), (245.0, 245.0, 245.0), -1, cv2.LINE_AA)
+        elif marks == "dash" or i > 0:
+            _fill(canvas, _rect(x - half, h / 2 - 2.5 * s, x + half, h / 2 + 2.5 * s), style.ink)
+
+
 def _bolt_points(
     style: PlateStyle, w: float, h: float, s: float, gaps: list[float], box: tuple[float, float, float, float]
 ) -> list[tuple[float, float]]:
@@ -495,6 +517,17 @@ def render_plate(
     w, h = round(st.size_mm[0] * s), round(st.size_mm[1] * s)
     paper = 244 + rng.uniform(-8, 8, 3)  # a new plate is bright white, an old one yellowish grey
     paper[0] -= rng.uniform(0, 10)
+    marks: GapMark = "none"
+    if st.name == "EU":
+        # The generic EU plate stands for all the countries without a style of their own, which
+        # differ in exactly these: yellow plates (NL, LU, UK rear), red ink (BE), a dash or a coat
+        # of arms between the groups (DE, AT, HR, SI, NL). Drawn only for this style, so the other
+        # styles' renders (and the sample clips) do not change.
+        if rng.random() < 0.2:
+            paper = np.array([20.0, 190.0, 245.0]) + rng.uniform(-10, 10, 3)
+        if rng.random() < 0.15:
+            st = replace(st, ink=(40, 30, 190))
+        marks = ("none", "dash", "emblem")[int(rng.choice(3, p=[0.4, 0.35, 0.25]))]
     canvas = np.empty((h, w, 3), np.float32)
     canvas[:] = paper
     canvas *= (1 - 0.06 * np.linspace(0, 1, h))[:, None, None]  # film sheen: brighter at the top
@@ -503,9 +536,11 @@ def render_plate(
     _draw_band(canvas, st, s, inset, rng)
     boxes = _text_boxes(st, w, h, s, inset)
     gaps = [_draw_text(canvas, row, box, st, s) for row, box in zip(rows, boxes, strict=True)]
+    if marks != "none" and gaps[0]:
+        _draw_gap_marks(canvas, gaps[0], h, s, st, marks, rng)
     rim = _rounded_mask(h, w, 5 * s, inset) - _rounded_mask(h, w, 4 * s, inset + rng.uniform(1.0, 1.8) * s)
     canvas = canvas * (1 - rim[..., None]) + np.float32(20) * rim[..., None]
-    if rng.random() < 0.8:
+    if marks == "none" and rng.random() < 0.8:
         _draw_bolts(canvas, _bolt_points(st, w, h, s, gaps[0], boxes[0]), s, rng)
     canvas += rng.normal(0, 1.5, canvas.shape).astype(np.float32)
 
