@@ -1,5 +1,5 @@
 # The two commands of the README quick start. Each does its own idempotent setup first.
-.PHONY: demo test setup
+.PHONY: demo test setup train-ocr
 
 setup:
 	bash scripts/setup.sh
@@ -12,3 +12,10 @@ demo: setup
 # Every test, slow ones included (they are marked, not skipped).
 test: setup
 	.venv/bin/python -m pytest
+
+# Retrain models/plate_ocr.pth from scratch (~80 min on 2 cores; needs ../shared/datasets and root
+# for the fonts the synthetic plates are drawn in). Resumes from .cache/ocr_train/ if interrupted.
+train-ocr: setup
+	dpkg -s fonts-dejavu-core fonts-liberation2 fonts-freefont-ttf >/dev/null 2>&1 || \
+		(apt-get update -qq && apt-get install -y -qq --no-install-recommends fonts-dejavu-core fonts-liberation2 fonts-freefont-ttf)
+	.venv/bin/python scripts/train_ocr.py --export

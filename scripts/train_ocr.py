@@ -1,9 +1,9 @@
 """Train the plate recognition network shipped as models/plate_ocr.pth (EasyOCR custom network).
 
-One command reproduces the committed weights (about 70 minutes on this shared 2-core machine:
-~20 rendering the synthetic plates, ~48 training):
+One command reproduces the committed weights (installs the fonts, then trains; about 80 minutes on
+this shared 2-core machine: ~8 rendering the synthetic plates, ~70 training):
 
-    .venv/bin/python scripts/train_ocr.py --export
+    make train-ocr       # = apt fonts + .venv/bin/python scripts/train_ocr.py --export
 
 What it does, and why:
 - Data: synthetic plates of every style anpr.synth draws (UA, MD, RO, PL, EU, US, BR and the
@@ -150,10 +150,19 @@ def real_samples(name: str, images: list[str]) -> list[Sample]:
     return out
 
 
+# Debian packages holding EXTRA_FONTS (`make train-ocr` installs them).
+FONT_PACKAGES = "fonts-dejavu-core fonts-liberation2 fonts-freefont-ttf"
+
+
 def installed_fonts() -> list[str]:
+    """Every font of EXTRA_FONTS; a missing one is an error, not a smaller set: the weights would differ."""
     from anpr.synth import render
 
-    return [k for k, rel in EXTRA_FONTS.items() if (render.FONT_ROOT / rel).is_file()]
+    missing = [rel for rel in EXTRA_FONTS.values() if not (render.FONT_ROOT / rel).is_file()]
+    if missing:
+        sys.exit(f"fonts missing under {render.FONT_ROOT}: {', '.join(missing)}; "
+                 f"install them with: apt-get install {FONT_PACKAGES} (or run: make train-ocr)")
+    return list(EXTRA_FONTS)
 
 
 def _render_one(index: int, seed: int, fonts: bool) -> Sample:
