@@ -376,12 +376,14 @@ class TrackerConfig(Strict):
         description="edits (one confusable or missed char) under which two texts count as the same plate",
     )
     trailer_link_s: float = Field(
-        default=2.0,
-        ge=0,
-        le=30,
-        description="a new plate first seen within this long after the previous track on the lane was last "
-        "seen, moving the same way, is that vehicle's trailer (linked event); 0 disables; higher "
-        "links cars queueing bumper to bumper",
+        default=30.0,
+        gt=0,
+        le=300,
+        description="across a lane's cameras (anpr/passes.py): a rear plate (receding vehicle) that is no recent "
+        "front plate's own, first seen within this long after a front plate moving the same way was last seen, "
+        "is that truck's trailer (linked event; one trailer per front plate). Must cover the time a truck takes "
+        "from the front camera's view to the rear camera's; higher links more trailers whose tractor was slow "
+        "between the cameras, but a trailer whose tractor's plate was missed then links to an earlier vehicle",
     )
     min_motion: float = Field(
         default=0.5,

@@ -33,6 +33,20 @@ class Keys:
         """
         return f"{self.prefix}:events:seen:{event_id}"
 
+    # -- lane registry (anpr/passes.py) ----------------------------------------------------------
+
+    def lane_passes(self, site: str, lane: str) -> str:
+        """Sorted set of a lane's recent passes: event ids scored by last-seen epoch ms (with a TTL).
+
+        Shared by the lane's cameras, which may run in different worker processes: a trailer's rear
+        plate on one camera finds its tractor's front plate from another here.
+        """
+        return f"{self.prefix}:lane:{site}:{lane}:passes"
+
+    def lane_pass_records(self, site: str, lane: str) -> str:
+        """Hash of the same passes: event id -> JSON (plate, direction, side, last_seen, link state), with a TTL."""
+        return f"{self.prefix}:lane:{site}:{lane}:pass-records"
+
     # -- partner exchange (anpr/exchange) ------------------------------------------------------
 
     @property

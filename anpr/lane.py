@@ -2,9 +2,10 @@
 
 Per frame: ask the gate (anpr/motion.py) whether to run the detector at all, detect plates
 (inside the lane's ROI), let the tracker say which crops are worth reading, OCR only those, then
-hand decided passes to the event sink. Both gates exist for CPU: the tracker gates OCR (the
-costliest call per crop), the detector gate caps detector calls per second and skips still
-scenes (the detector is the costliest call per frame); docs/performance.md has the figures.
+hand decided passes to the lane registry (anpr/passes.py: a trailer's plate gets the event id of its
+tractor, seen by another camera of the lane) and on to the event sink. Both gates exist for CPU: the
+tracker gates OCR (the costliest call per crop), the detector gate caps detector calls per second and
+skips still scenes (the detector is the costliest call per frame); docs/performance.md has the figures.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 from anpr.config import AnprConfig, CameraConfig
 from anpr.events import EventSink
 from anpr.motion import DetectGate, FrameAction
+from anpr.passes import PassRegistry
 from anpr.recognize import PlateRecognizer
 from anpr.schema import Box, FrameRef, PlateDetection, PlateEvent, utc_now
 from anpr.track import Tracker
@@ -38,6 +40,24 @@ def sharpness(crop: np.ndarray) -> float:
         return 0.0
     grey = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY) if crop.ndim == 3 else crop
     return float(cv2.Laplacian(grey, cv2.CV_64F).var())
+
+
+# A plate box this close to the frame's edge (fraction of the frame) may be cut off by it.
+EDGE_MARGIN = 0.01
+EDGE_WEIGHT = 0.2
+
+
+def edge_weight(box: Box, width: int, height: int) -> float:
+    """`EDGE_WEIGHT` for a box touching the frame's edge, else 1: a weight on the crop's quality.
+
+    A receding vehicle's plate is largest, so best by area, when it enters the frame, where the edge
+    may still cut off characters ("IS27RV" for IS27RVT, measured on lane_day with frames dropped);
+    the tracker reads a later, whole crop only if it beats the best so far, so a cut crop must not
+    count as the best (and its read is marked `cut` for the vote).
+    """
+    mx, my = EDGE_MARGIN * width, EDGE_MARGIN * height
+    cut = box.x1 <= mx or box.y1 <= my or box.x2 >= width - mx or box.y2 >= height - my
+    return EDGE_WEIGHT if cut else 1.0
 
 
 def _jpeg(image: np.ndarray) -> bytes | None:
@@ -73,7 +93,7 @@ class LaneStats:
 
 
 class LaneProcessor:
-    """Detector + tracker + OCR + sink for one camera; all per-camera state lives here."""
+    """Detector + tracker + OCR + registry + sink for one camera; all per-camera state lives here."""
 
     def __init__(
         self,
@@ -81,12 +101,14 @@ class LaneProcessor:
         camera: CameraConfig,
         cfg: AnprConfig,
         sink: EventSink,
+        passes: PassRegistry,
         on_event: Callable[[PlateEvent], None] | None = None,
     ) -> None:
         self.recognizer = recognizer
         self.camera = camera
         self.tracker = Tracker(cfg.tracker, cfg.lane_of(camera))
         self.sink = sink
+        self.passes = passes
         self.on_event = on_event
         self.stats = LaneStats()
         self.gate = DetectGate(cfg.gate, camera.roi)
@@ -119,7 +141,9 @@ class LaneProcessor:
             self.stats.outside_roi += len(found) - len(dets)
             self._held = dets
         crops = [self.recognizer.crop(image, d.box) for d in dets]
-        for a, crop in zip(self.tracker.associate(ts, dets, [sharpness(c) for c in crops]), crops, strict=True):
+        edges = [edge_weight(d.box, w, h) for d in dets]
+        focus = [sharpness(c) * e for c, e in zip(crops, edges, strict=True)]
+        for a, crop, edge in zip(self.tracker.associate(ts, dets, focus), crops, edges, strict=True):
             if not a.should_read:
                 continue
             self.stats.ocr_calls += 1
@@ -131,6 +155,7 @@ class LaneProcessor:
                 result,
                 plate_jpeg=_jpeg(crop) if result else None,
                 vehicle_jpeg=_jpeg(vehicle) if result else None,
+                cut=edge < 1.0,
             )
         return self._emit(ts, final=False)
 
@@ -147,12 +172,14 @@ class LaneProcessor:
     def _emit(self, now: datetime, final: bool) -> list[PlateEvent]:
         events = []
         for e in self.tracker.flush(now, final=final):
-            outcome = self.sink.publish(e.event, e.plate_jpeg, e.vehicle_jpeg)
-            log.info("event %s %s %s (%s)", e.event.plate, e.event.direction, e.event.event_id, outcome)
+            # Linked before it is published: an event in the stream is never amended.
+            event = self.passes.link(e.event, e.side)
+            outcome = self.sink.publish(event, e.plate_jpeg, e.vehicle_jpeg)
+            log.info("event %s %s %s (%s)", event.plate, event.direction, event.event_id, outcome)
             self.stats.events += 1
-            events.append(e.event)
+            events.append(event)
             if self.on_event is not None:
-                self.on_event(e.event)
+                self.on_event(event)
         return events
 
 
@@ -166,12 +193,13 @@ class LaneHandler:
         self.cfg = cfg
         self.recognizer = PlateRecognizer.from_config(cfg)
         self.sink = EventSink.from_config(cfg.redis, cfg.events)
+        self.passes = PassRegistry.from_config(cfg)
         self.cameras = {c.name: c for c in cfg.cameras}
         self.lanes: dict[str, LaneProcessor] = {}
 
     def _lane(self, camera: str) -> LaneProcessor:
         if camera not in self.lanes:
-            self.lanes[camera] = LaneProcessor(self.recognizer, self.cameras[camera], self.cfg, self.sink)
+            self.lanes[camera] = LaneProcessor(self.recognizer, self.cameras[camera], self.cfg, self.sink, self.passes)
         return self.lanes[camera]
 
     def handle(self, ref: FrameRef, image: np.ndarray) -> None:

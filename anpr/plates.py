@@ -300,6 +300,20 @@ def similar(a: str, b: str, max_confusable: int = 1) -> bool:
     return len(diffs) <= max_confusable and all(frozenset(d) in _CONFUSABLE for d in diffs)
 
 
+def part_of(short: str, long: str) -> bool:
+    """True when `short` is a run of `long`'s characters, allowing one confusable (4/A, 8/B...).
+
+    A crop cut by the frame's edge reads as such a run of the whole plate ("IS27RV" of IS27RVT).
+    """
+    if not short or len(short) >= len(long):
+        return False
+    for start in range(len(long) - len(short) + 1):
+        diffs = [(x, y) for x, y in zip(short, long[start : start + len(short)], strict=True) if x != y]
+        if not diffs or (len(diffs) == 1 and frozenset(diffs[0]) in _CONFUSABLE):
+            return True
+    return False
+
+
 def _confusable_groups() -> dict[str, str]:
     """Each character -> the smallest member of its confusable group (union of the swap pairs)."""
     parent = {c: c for c in _ALNUM}

@@ -19,6 +19,7 @@ from anpr.capture import ReplayReader
 from anpr.config import AnprConfig, CameraConfig
 from anpr.events import EventSink
 from anpr.lane import LaneProcessor, LaneStats
+from anpr.passes import PassRegistry
 from anpr.recognize import PlateRecognizer
 from anpr.schema import PlateEvent
 
@@ -79,7 +80,7 @@ def replay(
         if on_event is not None:
             on_event(event)
 
-    lane = LaneProcessor(recognizer, cam, cfg, sink, on_event=collect)
+    lane = LaneProcessor(recognizer, cam, cfg, sink, PassRegistry.from_config(cfg), on_event=collect)
     last = None
     with ReplayReader(cam, realtime=realtime, start_time=start_time) as reader:
         for frame in reader:

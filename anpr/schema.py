@@ -156,6 +156,17 @@ class Direction(StrEnum):
     UNKNOWN = "unknown"
 
 
+class Side(StrEnum):
+    """The end of the vehicle a camera saw, from the plate's motion: approaching shows the front plate.
+
+    A trailer carries only a rear plate, so this is what tells its pass from a car's (anpr/passes.py).
+    """
+
+    FRONT = "front"
+    REAR = "rear"
+    UNKNOWN = "unknown"
+
+
 class PlateEvent(BaseModel):
     """One vehicle pass in one lane: the unit written to the events stream and sent to the partner.
 

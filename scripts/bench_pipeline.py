@@ -250,7 +250,7 @@ class TimedLaneHandler(LaneHandler):
     def _lane(self, camera: str) -> LaneProcessor:
         if camera not in self.lanes:
             self.lanes[camera] = LaneProcessor(
-                self.recognizer, self.cameras[camera], self.cfg, self.sink, on_event=self._on_event
+                self.recognizer, self.cameras[camera], self.cfg, self.sink, self.passes, on_event=self._on_event
             )
         return self.lanes[camera]
 

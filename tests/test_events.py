@@ -6,10 +6,8 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,8 +15,7 @@ from typing import Any
 
 import pytest
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+from redis_support import fast_client, free_port
 
 from anpr.config import EventsConfig, RedisConfig
 from anpr.events import EventSink, Outcome
@@ -49,37 +46,9 @@ def make_event(i: int, plate: str = "AA1234BB") -> PlateEvent:
     )
 
 
-def fast_client(port: int) -> redis.Redis:
-    """No retries, short timeouts: an outage shows at the first command, so the tests stay fast."""
-    return redis.Redis(
-        host="127.0.0.1", port=port, socket_timeout=0.5, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0)
-    )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def stream(client: redis.Redis, keys: Keys) -> list[dict[str, object]]:
     entries: Any = client.xrange(keys.events)  # redis-py's union return type needs narrowing
     return [json.loads(fields[b"event"]) for _, fields in entries]
-
-
-@pytest.fixture
-def client() -> Iterator[redis.Redis]:
-    c = fast_client(6379)
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def keys(client: redis.Redis) -> Iterator[Keys]:
-    k = Keys(f"test-events-{uuid.uuid4().hex[:10]}")
-    yield k
-    for key in client.scan_iter(f"{k.prefix}:*"):
-        client.delete(key)
 
 
 def sink(client: redis.Redis, keys: Keys, tmp_path: Path, **cfg: object) -> EventSink:

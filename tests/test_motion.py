@@ -12,7 +12,7 @@ from anpr.config import AnprConfig, CameraConfig, GateConfig
 from anpr.lane import LaneProcessor
 from anpr.motion import DetectGate, FrameAction, changed_fraction
 from anpr.recognize import PlateRecognizer
-from anpr.schema import Box, PlateDetection
+from anpr.schema import Box, PlateDetection, PlateEvent, Side
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 DETECT, HOLD, SKIP = FrameAction.DETECT, FrameAction.HOLD, FrameAction.SKIP
@@ -117,11 +117,17 @@ class NullSink:
         pass
 
 
+class NoPasses:
+    def link(self, event: PlateEvent, side: Side) -> PlateEvent:
+        return event
+
+
 def lane(gate: GateConfig) -> tuple[LaneProcessor, CountingDetector]:
     cfg = AnprConfig(gate=gate)
     detector = CountingDetector()
     recognizer = PlateRecognizer(detector, NoReader(), cfg)
-    return LaneProcessor(recognizer, CameraConfig(name="cam", source="x.mp4"), cfg, NullSink()), detector  # type: ignore[arg-type]
+    camera = CameraConfig(name="cam", source="x.mp4")
+    return LaneProcessor(recognizer, camera, cfg, NullSink(), NoPasses()), detector  # type: ignore[arg-type]
 
 
 def test_lane_reuses_detections_on_held_frames_and_keeps_the_track_alive() -> None:

@@ -14,6 +14,7 @@ from anpr.plates import (
     edit_distance,
     interpret,
     normalise,
+    part_of,
     similar,
 )
 
@@ -309,3 +310,19 @@ def test_confusable_key_groups_what_similar_can_match(a: str, b: str, same_key: 
     assert (confusable_key(a) == confusable_key(b)) is same_key
     if similar(a, b, max_confusable=8):
         assert confusable_key(a) == confusable_key(b)
+
+
+@pytest.mark.parametrize(
+    ("short", "long", "expected"),
+    [
+        ("IS27RV", "IS27RVT", True),  # cut at the end
+        ("S27RVT", "IS27RVT", True),  # cut at the start
+        ("A315XT", "BH4315XT", True),  # cut, and 4 read as A
+        ("A31SXT", "BH4315XT", False),  # two confusables: another plate
+        ("IS27RVT", "IS27RVT", False),  # not shorter
+        ("IS28RV", "IS27RVT", False),  # 8 for 7 is no confusable
+        ("", "IS27RVT", False),
+    ],
+)
+def test_part_of(short: str, long: str, expected: bool) -> None:
+    assert part_of(short, long) is expected

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from anpr.config import LaneConfig, TrackerConfig
-from anpr.schema import Box, Direction, PlateDetection, PlateEvent, PlateResult
+from anpr.schema import Box, Direction, PlateDetection, PlateEvent, PlateResult, Side
 from anpr.track import Emission, Tracker, similar, vote
 
 T0 = datetime(2025, 6, 1, 8, 0, tzinfo=UTC)
@@ -123,23 +123,23 @@ def test_event_fields() -> None:
 
 
 @pytest.mark.parametrize(
-    ("approach", "y", "width", "expected"),
+    ("approach", "y", "width", "direction", "side"),
     [
-        ("entry", (200, 700), (80, 160), Direction.ENTRY),
-        ("entry", (700, 200), (160, 80), Direction.EXIT),
-        ("exit", (200, 700), (80, 160), Direction.EXIT),
-        ("exit", (700, 200), (160, 80), Direction.ENTRY),
-        ("entry", (400, 400), (80, 160), Direction.ENTRY),  # straight at the camera: only grows
-        ("exit", (400, 400), (160, 80), Direction.ENTRY),  # straight away from it: only shrinks
-        ("entry", (400, 402), (100, 101), Direction.UNKNOWN),  # jitter is not motion
+        ("entry", (200, 700), (80, 160), Direction.ENTRY, Side.FRONT),
+        ("entry", (700, 200), (160, 80), Direction.EXIT, Side.REAR),
+        ("exit", (200, 700), (80, 160), Direction.EXIT, Side.FRONT),
+        ("exit", (700, 200), (160, 80), Direction.ENTRY, Side.REAR),
+        ("entry", (400, 400), (80, 160), Direction.ENTRY, Side.FRONT),  # straight at the camera: only grows
+        ("exit", (400, 400), (160, 80), Direction.ENTRY, Side.REAR),  # straight away from it: only shrinks
+        ("entry", (400, 402), (100, 101), Direction.UNKNOWN, Side.UNKNOWN),  # jitter is not motion
     ],
 )
-def test_direction_from_motion(
-    approach: str, y: tuple[float, float], width: tuple[float, float], expected: Direction
+def test_direction_and_side_from_motion(
+    approach: str, y: tuple[float, float], width: tuple[float, float], direction: Direction, side: Side
 ) -> None:
     lane = LANE.model_copy(update={"approach_direction": approach})
     [(_, em)] = drive([Car([UA], 0, 4, y=y, width=width)], TrackerConfig(early_min_reads=50), lane)
-    assert em.event.direction is expected
+    assert (em.event.direction, em.side) == (direction, side)
 
 
 @pytest.mark.parametrize(
@@ -192,29 +192,30 @@ def test_no_ocr_after_the_pass_is_emitted() -> None:
 
 
 @pytest.mark.parametrize(
-    ("second", "linked", "third_linked"),
+    ("reads", "text"),
     [
-        # 1 s after the tractor's plate left, same way: its trailer; a trailer has no trailer
-        (Car([UA2], 5, 4), True, False),
-        (Car([UA2], 9, 4), False, True),  # 5 s later: the next vehicle (and the third is its trailer)
-        (Car([UA2], 5.8, 4, y=(700, 200), width=(160, 80)), False, False),  # other direction
+        # (text, confidence, cut by the frame's edge) in read order
+        ([("IS27RV", 0.99, True), ("IS27RVT", 0.97, False)], "IS27RVT"),  # the cut read is part of the whole
+        ([("IS27RV", 0.99, False), ("IS27RVT", 0.97, False)], "IS27RV"),  # not cut: it votes
+        ([("BH4315XT", 0.99, True), ("A315XT", 0.95, False)], "BH4315XT"),  # the edge cut nothing: it votes
+        ([("IS27RV", 0.99, True)], "IS27RV"),  # nothing better: the cut read is the event
     ],
 )
-def test_trailer_linked_to_tractor(second: Car, linked: bool, third_linked: bool) -> None:
-    third = Car(["KA0001AA"], second.start + second.seconds + 2, 4)  # 2 s gap: at the link limit
-    tractor, trailer, following = (e.event for _, e in drive([Car([UA], 0, 4), second, third]))
-    assert tractor.linked_event_id is None
-    assert trailer.linked_event_id == (tractor.event_id if linked else None)
-    assert following.linked_event_id == (trailer.event_id if third_linked else None)
+def test_reads_of_crops_cut_by_the_frame_edge(reads: list[tuple[str, float, bool]], text: str) -> None:
+    tracker = Tracker(TrackerConfig(max_reads=10, read_gain=0), LANE)
+    for i, (read, conf, cut) in enumerate(reads):
+        [a] = tracker.associate(at(i / FPS), [PlateDetection(plate_box(640, 400 - 10 * i, 100), 0.9)], [1.0 + i])
+        assert a.should_read
+        tracker.add_read(a.track_id, at(i / FPS), result(read, conf), cut=cut)
+    assert plates([(0, e) for e in tracker.flush(at(100), final=True)]) == [text]
 
 
-def test_trailer_waits_for_its_tractor() -> None:
-    # The tractor's plate is never confident, so it is decided only when its track ends; the
-    # trailer's confident plate must still get the tractor's event id.
-    tractor, trailer = Car([UA], 0, 4, conf=0.5), Car([UA2], 4.4, 4, conf=0.99)
-    out = drive([tractor, trailer], TrackerConfig(max_delay_s=600))
-    assert plates(out) == [UA, UA2]
-    assert out[1][1].event.linked_event_id == out[0][1].event.event_id
+def test_no_trailer_links_on_one_camera() -> None:
+    # Cars queueing bumper to bumper, 0.4 s apart: one camera never sees a truck's two plates
+    # (anpr/passes.py links trailers across the lane's cameras), so nothing is linked here.
+    out = drive([Car([UA], 0, 4), Car([UA2], 4.4, 4), Car(["KA0001AA"], 8.8, 4)])
+    assert plates(out) == [UA, UA2, "KA0001AA"]
+    assert [e.event.linked_event_id for _, e in out] == [None, None, None]
 
 
 def test_final_flush_and_reset() -> None:

@@ -1,0 +1,89 @@
+"""The lane stage (anpr/lane.py): crops cut by the frame's edge, with scripted detector and OCR."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from anpr.config import AnprConfig, CameraConfig, GateConfig
+from anpr.lane import EDGE_WEIGHT, LaneProcessor, edge_weight
+from anpr.recognize import PlateRecognizer
+from anpr.schema import Box, PlateDetection, PlateEvent, PlateRead, Side
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+W, H = 1280, 720
+
+
+@pytest.mark.parametrize(
+    ("box", "weight"),
+    [
+        (Box(600, 300, 700, 330), 1.0),
+        (Box(1200, 500, 1280, 540), EDGE_WEIGHT),  # right edge
+        (Box(0, 500, 80, 540), EDGE_WEIGHT),  # left edge
+        (Box(600, 690, 700, 719), EDGE_WEIGHT),  # bottom edge
+        (Box(600, 3, 700, 30), EDGE_WEIGHT),  # within 1 % of the top
+        (Box(1150, 500, 1260, 540), 1.0),  # 20 px from the edge: whole
+    ],
+)
+def test_edge_weight(box: Box, weight: float) -> None:
+    assert edge_weight(box, W, H) == weight
+
+
+class RecedingPlate:
+    """A plate entering at the right edge and driving away (up and smaller); while the edge cuts
+    it, the OCR confidently reads the characters still in view."""
+
+    def __init__(self, text: str, cut_text: str) -> None:
+        self.text, self.cut_text = text, cut_text
+        self.frame = 0
+        self.box = Box(0, 0, 1, 1)
+
+    def detect(self, image: np.ndarray) -> list[PlateDetection]:
+        width = 120 - 4 * self.frame
+        x2 = min(float(W), W + 40 - 30 * self.frame)
+        y = 560 - 12 * self.frame
+        self.box = Box(x2 - width, y, x2, y + width / 4)
+        self.frame += 1
+        return [PlateDetection(self.box, 0.9)]
+
+    def read(self, crop: np.ndarray) -> PlateRead:
+        if edge_weight(self.box, W, H) < 1:
+            return PlateRead(self.cut_text, 0.99, (0.99,) * len(self.cut_text))
+        return PlateRead(self.text, 0.96, (0.96,) * len(self.text))
+
+
+class NullSink:
+    def publish(self, *args: object) -> str:
+        return "written"
+
+    def drain(self) -> None:
+        pass
+
+
+class NoPasses:
+    def link(self, event: PlateEvent, side: Side) -> PlateEvent:
+        return event
+
+
+def test_a_plate_cut_by_the_frame_edge_is_read_again_whole_and_the_whole_read_wins() -> None:
+    cfg = AnprConfig(gate=GateConfig(detect_fps=0, motion_threshold=0))
+    plate = RecedingPlate("IS27RVT", "IS27RV")
+    camera = CameraConfig(name="cam", source="x.mp4", approach_direction="entry")
+    events: list[PlateEvent] = []
+    lane = LaneProcessor(
+        PlateRecognizer(plate, plate, cfg),  # type: ignore[arg-type]
+        camera,
+        cfg,
+        NullSink(),  # type: ignore[arg-type]
+        NoPasses(),  # type: ignore[arg-type]
+        on_event=events.append,
+    )
+    image = np.random.default_rng(0).integers(0, 255, (H, W, 3), dtype=np.uint8)  # same sharpness everywhere
+    for i in range(15):  # 5 fps: the first two looks touch the edge
+        lane.process(T0 + timedelta(seconds=i / 5), image)
+    lane.finish(T0 + timedelta(seconds=5))
+
+    assert lane.stats.ocr_calls >= 2, "the whole plate, smaller than the cut one, was still read"
+    assert [(e.plate, e.direction.value) for e in events] == [("IS27RVT", "exit")]
