@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from redis_support import fast_client
+from support import fast_client
 
 from anpr.keys import Keys
 

@@ -6,44 +6,20 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from redis_support import fast_client, free_port
+from support import RedisServer, fast_client, free_port, make_event
 
 from anpr.config import EventsConfig, RedisConfig
 from anpr.events import EventSink, Outcome
 from anpr.keys import Keys
 from anpr.redis_embedded import start_embedded
-from anpr.schema import Direction, PlateEvent
-
-T0 = datetime(2025, 6, 1, 8, 0, tzinfo=UTC)
-
-
-def make_event(i: int, plate: str = "AA1234BB") -> PlateEvent:
-    first = T0 + timedelta(seconds=10 * i)
-    return PlateEvent(
-        event_id=PlateEvent.make_id("palanca", "in1", plate, first),
-        site="palanca",
-        lane="in1",
-        camera="cam1",
-        direction=Direction.ENTRY,
-        plate=plate,
-        country="UA",
-        confidence=0.9,
-        char_confidences=[0.9] * len(plate),
-        first_seen=first,
-        last_seen=first + timedelta(seconds=4),
-        best_seen=first + timedelta(seconds=2),
-        reads=3,
-        box=[10, 20, 110, 42],
-    )
+from anpr.schema import PlateEvent
 
 
 def stream(client: redis.Redis, keys: Keys) -> list[dict[str, object]]:
@@ -182,50 +158,12 @@ def test_sink_from_config(keys: Keys, client: redis.Redis, tmp_path: Path) -> No
     assert client.xlen(keys.events) == 1
 
 
-class RedisServer:
-    """Our own redis-server, AOF on, to kill and restart: the shared one runs without persistence.
-
-    `appendfsync always`, not `everysec`: while a background fsync is slow, `everysec` holds AOF
-    writes back for up to 2 s but still acknowledges them, so a kill -9 then loses acknowledged
-    events (seen here once in ~10 runs on a loaded machine). That is Redis's durability setting,
-    not the sink's to fix; events are few per minute, so `always` costs nothing worth saving.
-    """
-
-    def __init__(self, data_dir: Path) -> None:
-        self.port = free_port()
-        self.data_dir = data_dir
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
-             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--logfile", "redis.log"],
-        )  # fmt: skip
-        probe = fast_client(self.port)
-        for _ in range(100):
-            try:
-                probe.ping()
-                return
-            except redis.RedisError:
-                time.sleep(0.05)
-        raise RuntimeError(f"redis-server on {self.port} did not start")
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()  # SIGKILL: no shutdown save, like a crash or an OOM kill
-            self.proc.wait()
-            self.proc = None
-
-
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[RedisServer]:
     s = RedisServer(tmp_path / "redis")
     s.start()
     yield s
-    if s.proc is not None and s.proc.poll() is None:
-        os.kill(s.proc.pid, signal.SIGCONT)
-    s.kill()
+    s.stop()
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
+from test_motion import at, scene  # the gate's synthetic frames
 
 from anpr.config import AnprConfig, CameraConfig, GateConfig
 from anpr.lane import EDGE_WEIGHT, LaneProcessor, edge_weight
@@ -87,3 +88,46 @@ def test_a_plate_cut_by_the_frame_edge_is_read_again_whole_and_the_whole_read_wi
 
     assert lane.stats.ocr_calls >= 2, "the whole plate, smaller than the cut one, was still read"
     assert [(e.plate, e.direction.value) for e in events] == [("IS27RVT", "exit")]
+
+
+# -- the lane with the detector gate (anpr/motion.py) ----------------------------------------------
+
+
+class CountingDetector:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def detect(self, image: np.ndarray) -> list[PlateDetection]:
+        self.calls += 1
+        return [PlateDetection(Box(100, 60, 180, 80), 0.9)]
+
+
+class NoReader:
+    def read(self, crop: np.ndarray) -> None:
+        return None
+
+
+def lane(gate: GateConfig) -> tuple[LaneProcessor, CountingDetector]:
+    cfg = AnprConfig(gate=gate)
+    detector = CountingDetector()
+    recognizer = PlateRecognizer(detector, NoReader(), cfg)
+    camera = CameraConfig(name="cam", source="x.mp4")
+    return LaneProcessor(recognizer, camera, cfg, NullSink(), NoPasses()), detector  # type: ignore[arg-type]
+
+
+def test_lane_reuses_detections_on_held_frames_and_keeps_the_track_alive() -> None:
+    processor, detector = lane(GateConfig(detect_fps=0, motion_threshold=0.01, max_hold_s=60))
+    for i in range(100):  # 4 s of a still scene: longer than tracker.lost_after_s
+        processor.process(at(i), scene(100))
+    assert detector.calls == 1
+    assert (processor.stats.detected_frames, processor.stats.held_frames) == (1, 99)
+    assert processor.tracker.stats.tracks == 1, "held detections keep the stopped vehicle's track alive"
+
+
+def test_lane_skips_frames_over_the_rate_cap() -> None:
+    processor, detector = lane(GateConfig(detect_fps=5, motion_threshold=0))
+    for i in range(25):
+        processor.process(at(i), scene(100))
+    assert detector.calls == 5
+    assert processor.stats.frames == 25
+    assert processor.tracker.stats.tracks == 1

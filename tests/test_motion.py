@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import numpy as np
 import pytest
 
-from anpr.config import AnprConfig, CameraConfig, GateConfig
-from anpr.lane import LaneProcessor
+from anpr.config import GateConfig
 from anpr.motion import DetectGate, FrameAction, changed_fraction
-from anpr.recognize import PlateRecognizer
-from anpr.schema import Box, PlateDetection, PlateEvent, Side
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 DETECT, HOLD, SKIP = FrameAction.DETECT, FrameAction.HOLD, FrameAction.SKIP
@@ -90,59 +86,3 @@ def test_changed_fraction_counts_only_pixels_beyond_the_delta_and_inside_the_mas
     mask[0] = True
     assert changed_fraction(a, b, 10, mask) == pytest.approx(0.5)
     assert changed_fraction(a, b, 10, np.zeros((10, 10), bool)) == 0.0
-
-
-# -- the lane with the gate ---------------------------------------------------------------------
-
-
-class CountingDetector:
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def detect(self, image: np.ndarray) -> list[PlateDetection]:
-        self.calls += 1
-        return [PlateDetection(Box(100, 60, 180, 80), 0.9)]
-
-
-class NoReader:
-    def read(self, crop: np.ndarray) -> None:
-        return None
-
-
-class NullSink:
-    def publish(self, *args: Any) -> str:
-        return "written"
-
-    def drain(self) -> None:
-        pass
-
-
-class NoPasses:
-    def link(self, event: PlateEvent, side: Side) -> PlateEvent:
-        return event
-
-
-def lane(gate: GateConfig) -> tuple[LaneProcessor, CountingDetector]:
-    cfg = AnprConfig(gate=gate)
-    detector = CountingDetector()
-    recognizer = PlateRecognizer(detector, NoReader(), cfg)
-    camera = CameraConfig(name="cam", source="x.mp4")
-    return LaneProcessor(recognizer, camera, cfg, NullSink(), NoPasses()), detector  # type: ignore[arg-type]
-
-
-def test_lane_reuses_detections_on_held_frames_and_keeps_the_track_alive() -> None:
-    processor, detector = lane(GateConfig(detect_fps=0, motion_threshold=0.01, max_hold_s=60))
-    for i in range(100):  # 4 s of a still scene: longer than tracker.lost_after_s
-        processor.process(at(i), scene(100))
-    assert detector.calls == 1
-    assert (processor.stats.detected_frames, processor.stats.held_frames) == (1, 99)
-    assert processor.tracker.stats.tracks == 1, "held detections keep the stopped vehicle's track alive"
-
-
-def test_lane_skips_frames_over_the_rate_cap() -> None:
-    processor, detector = lane(GateConfig(detect_fps=5, motion_threshold=0))
-    for i in range(25):
-        processor.process(at(i), scene(100))
-    assert detector.calls == 5
-    assert processor.stats.frames == 25
-    assert processor.tracker.stats.tracks == 1

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 import redis
-from redis_support import fast_client, free_port
+from support import fast_client, free_port
 
 from anpr.config import AnprConfig, CameraConfig, EventsConfig, GateConfig, SiteConfig, TrackerConfig
 from anpr.events import EventSink

@@ -8,9 +8,7 @@ that kill and restart them).
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,7 +16,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,51 +25,18 @@ import redis
 import uvicorn
 import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from support import RedisServer, free_port, make_event
 
 from anpr.config import AnprConfig, load_config
 from anpr.exchange.envelope import Signer, private_key_pem, public_key_b64
 from anpr.exchange.receiver import create_app
 from anpr.keys import Keys
-from anpr.schema import Direction, PlateEvent
+from anpr.schema import PlateEvent
 
 REDIS_URL = os.environ.get("ANPR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 REPO = Path(__file__).resolve().parents[2]
 KEY_ID = "ua-test-1"
 RECEIVER_ID = "md-customs"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def make_event(
-    i: int,
-    plate: str | None = None,
-    direction: Direction = Direction.EXIT,
-    first_seen: datetime | None = None,
-    site: str = "ua-porubne",
-) -> PlateEvent:
-    """A valid event; `i` makes plate, time and so the event id unique."""
-    seen = first_seen or datetime(2025, 6, 1, 8, 0, tzinfo=UTC) + timedelta(seconds=i)
-    plate = plate or f"AA{i:04d}BC"
-    return PlateEvent(
-        event_id=PlateEvent.make_id(site, "l1", plate, seen),
-        site=site,
-        lane="l1",
-        camera="cam1",
-        direction=direction,
-        plate=plate,
-        country="UA",
-        confidence=0.93,
-        char_confidences=[0.9] * len(plate),
-        first_seen=seen,
-        last_seen=seen + timedelta(seconds=2),
-        best_seen=seen + timedelta(seconds=1),
-        reads=3,
-        box=[10, 20, 110, 45],
-    )
 
 
 @dataclass
@@ -247,49 +211,12 @@ def process_receiver(tmp_path: Path) -> Iterator[Callable[..., ProcessReceiver]]
         rec.stop()
 
 
-class OwnRedis:
-    """A redis-server of our own (AOF on), so a test may SIGSTOP, kill and restart it."""
-
-    def __init__(self, tmp: Path, port: int) -> None:
-        self.tmp, self.port = tmp, port
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                shutil.which("redis-server") or "redis-server",
-                "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.tmp),
-                "--appendonly", "yes", "--appendfsync", "always", "--save", "",
-            ],
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                redis.Redis(port=self.port, socket_timeout=0.2).ping()
-                return
-            except redis.ConnectionError:
-                assert time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.02)
-
-    def signal(self, sig: signal.Signals) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(timeout=10)
-
-
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
-    server = OwnRedis(tmp_path, free_port())
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis")
     server.start()
     yield server
-    if server.proc is not None and server.proc.poll() is None:
-        server.signal(signal.SIGCONT)
-        server.kill()
+    server.stop()
 
 
 @pytest.fixture

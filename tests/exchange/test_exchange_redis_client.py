@@ -13,7 +13,7 @@ from anpr.config import RedisConfig
 from anpr.redis_client import connect
 
 if TYPE_CHECKING:
-    from conftest import OwnRedis
+    from support import RedisServer
 
 
 def test_client_settings_are_explicit() -> None:
@@ -30,7 +30,7 @@ def test_client_settings_are_explicit() -> None:
 
 
 @pytest.mark.slow
-def test_frozen_server_fails_fast_and_the_write_is_not_repeated(own_redis: OwnRedis) -> None:
+def test_frozen_server_fails_fast_and_the_write_is_not_repeated(own_redis: RedisServer) -> None:
     r = connect(RedisConfig(url=f"redis://127.0.0.1:{own_redis.port}/0", socket_timeout_s=0.5))
     r.ping()
     own_redis.signal(signal.SIGSTOP)
@@ -44,7 +44,7 @@ def test_frozen_server_fails_fast_and_the_write_is_not_repeated(own_redis: OwnRe
 
 
 @pytest.mark.slow
-def test_restarted_server_is_reconnected_transparently(own_redis: OwnRedis) -> None:
+def test_restarted_server_is_reconnected_transparently(own_redis: RedisServer) -> None:
     r = connect(RedisConfig(url=f"redis://127.0.0.1:{own_redis.port}/0", health_check_interval_s=0))
     r.xadd("s", {"n": 1})
     own_redis.kill()

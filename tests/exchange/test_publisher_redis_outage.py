@@ -17,7 +17,8 @@ from anpr.redis_client import connect
 from anpr.schema import PlateEvent
 
 if TYPE_CHECKING:
-    from conftest import Exchange, OwnRedis, ThreadReceiver
+    from conftest import Exchange, ThreadReceiver
+    from support import RedisServer
 
     EventFactory = Callable[..., PlateEvent]
 
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 @pytest.mark.slow
 def test_publisher_rides_out_a_redis_restart(
     exchange: Exchange,
-    own_redis: OwnRedis,
+    own_redis: RedisServer,
     thread_receiver: Callable[[AnprConfig], ThreadReceiver],
     event_factory: EventFactory,
 ) -> None:
