@@ -189,11 +189,19 @@ class LaneHandler:
     Built inside the worker process, so the models load there and are never pickled.
     """
 
-    def __init__(self, cfg: AnprConfig) -> None:
+    def __init__(
+        self,
+        cfg: AnprConfig,
+        *,
+        recognizer: PlateRecognizer | None = None,
+        sink: EventSink | None = None,
+        passes: PassRegistry | None = None,
+    ) -> None:
+        """The parts default to those `cfg` describes (models loaded, Redis clients made); tests pass fakes."""
         self.cfg = cfg
-        self.recognizer = PlateRecognizer.from_config(cfg)
-        self.sink = EventSink.from_config(cfg.redis, cfg.events)
-        self.passes = PassRegistry.from_config(cfg)
+        self.recognizer = recognizer if recognizer is not None else PlateRecognizer.from_config(cfg)
+        self.sink = sink if sink is not None else EventSink.from_config(cfg.redis, cfg.events)
+        self.passes = passes if passes is not None else PassRegistry.from_config(cfg)
         self.cameras = {c.name: c for c in cfg.cameras}
         self.lanes: dict[str, LaneProcessor] = {}
 
@@ -214,6 +222,48 @@ class LaneHandler:
         for lane in self.lanes.values():
             lane.finish(now)
         self.sink.drain()
+
+    def counters(self) -> dict[tuple[str, str], int]:
+        """What the lanes produced, for /metrics (anpr.runtime.health names and documents each counter).
+
+        Per camera from its lane and tracker; the sink and the lane registry serve every camera of
+        this worker, so theirs go under camera "".
+        """
+        out: dict[tuple[str, str], int] = {}
+        for camera, lane in self.lanes.items():
+            s, t = lane.stats, lane.tracker.stats
+            totals = {
+                "lane_frames_detected": s.detected_frames,
+                "lane_frames_held": s.held_frames,
+                "lane_frames_skipped": s.frames - s.detected_frames - s.held_frames,
+                "lane_detections": s.detections,
+                "lane_detections_outside_roi": s.outside_roi,
+                "lane_tracks": t.tracks,
+                "lane_ocr_calls": s.ocr_calls,
+                "lane_reads": t.reads,
+                "lane_reads_rejected": t.rejected_reads,
+                "lane_events": s.events,
+                "lane_duplicate_passes": t.duplicates,
+                "lane_unread_tracks": t.unread,
+            }
+            out |= {(camera, name): total for name, total in totals.items()}
+        sink, passes = self.sink.stats, self.passes.stats
+        worker = {
+            "sink_events_written": sink.written,
+            "sink_events_duplicate": sink.duplicates,
+            "sink_events_spooled": sink.spooled,
+            "sink_events_refused": sink.refused,
+            "sink_images_dropped": sink.images_dropped,
+            "sink_redis_errors": sink.redis_errors,
+            "sink_spool_files_bad": sink.bad_spool_files,
+            "sink_stream_trimmed": sink.trimmed,
+            "passes_recorded": passes.recorded,
+            "passes_trailer_links": passes.linked,
+            "passes_own_rear": passes.own_rear,
+            "passes_unchecked": passes.unchecked,
+            "passes_redis_errors": passes.redis_errors,
+        }
+        return out | {("", name): total for name, total in worker.items()}
 
 
 def build_lane_handler(cfg: AnprConfig) -> LaneHandler:

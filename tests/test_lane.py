@@ -9,9 +9,12 @@ import pytest
 from test_motion import at, scene  # the gate's synthetic frames
 
 from anpr.config import AnprConfig, CameraConfig, GateConfig
-from anpr.lane import EDGE_WEIGHT, LaneProcessor, edge_weight
+from anpr.events import SinkStats
+from anpr.lane import EDGE_WEIGHT, LaneHandler, LaneProcessor, edge_weight
+from anpr.passes import PassStats
 from anpr.recognize import PlateRecognizer
-from anpr.schema import Box, PlateDetection, PlateEvent, PlateRead, Side
+from anpr.runtime.health import CAMERA_COUNTERS, WORKER_COUNTERS
+from anpr.schema import Box, FrameRef, PlateDetection, PlateEvent, PlateRead, Side
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 W, H = 1280, 720
@@ -131,3 +134,82 @@ def test_lane_skips_frames_over_the_rate_cap() -> None:
     assert detector.calls == 5
     assert processor.stats.frames == 25
     assert processor.tracker.stats.tracks == 1
+
+
+# -- the live worker's handler: its counters for /metrics ------------------------------------------
+
+PLATE = Box(100, 60, 180, 80)
+
+
+def still_lane(plate: int | None) -> np.ndarray:
+    """A 320x180 lane; `plate`: the grey level of a plate at PLATE, None for an empty lane."""
+    image = np.full((180, 320, 3), 90, np.uint8)
+    if plate is not None:
+        image[60:80, 100:180] = plate
+    return image
+
+
+class PaintedPlates:
+    """Detects a plate wherever one is painted; reads it only when it is white."""
+
+    def detect(self, image: np.ndarray) -> list[PlateDetection]:
+        return [PlateDetection(PLATE, 0.9)] if image[70, 140, 0] != 90 else []
+
+    def read(self, crop: np.ndarray) -> PlateRead | None:
+        return PlateRead("AA1234BB", 0.95, (0.95,) * 8) if crop.max() == 255 else None
+
+
+class CountingSink(NullSink):
+    def __init__(self) -> None:
+        self.stats = SinkStats()
+
+    def publish(self, *args: object) -> str:
+        self.stats.written += 1
+        return "written"
+
+
+class CountingPasses(NoPasses):
+    def __init__(self) -> None:
+        self.stats = PassStats()
+
+    def link(self, event: PlateEvent, side: Side) -> PlateEvent:
+        self.stats.recorded += 1
+        return event
+
+
+def test_lane_handler_counters_are_its_lanes_sinks_and_registrys_totals() -> None:
+    # 25 frames at 25 fps, detector capped at 5 fps: 5 looks, of which the still scene holds 4.
+    gate = GateConfig(detect_fps=5, motion_threshold=0.01, max_hold_s=60)
+    plates = {"white": 255, "grey": 200, "empty": None}  # read, illegible, no vehicle
+    cfg = AnprConfig(gate=gate, cameras=[CameraConfig(name=name, source="x.mp4") for name in plates])
+    reader = PaintedPlates()
+    recognizer = PlateRecognizer(reader, reader, cfg)
+    handler = LaneHandler(cfg, recognizer=recognizer, sink=CountingSink(), passes=CountingPasses())  # type: ignore[arg-type]
+    for i in range(25):
+        for camera, plate in plates.items():
+            handler.handle(FrameRef(camera, 0, i, at(i), 180, 320), still_lane(plate))
+    handler.close()
+
+    counters = handler.counters()
+    names = [
+        "lane_frames_detected",
+        "lane_frames_held",
+        "lane_frames_skipped",
+        "lane_detections",
+        "lane_tracks",
+        "lane_ocr_calls",
+        "lane_reads",
+        "lane_events",
+        "lane_unread_tracks",
+    ]
+    assert {camera: [counters[camera, name] for name in names] for camera in plates} == {
+        "white": [1, 4, 20, 1, 1, 1, 1, 1, 0],
+        "grey": [1, 4, 20, 1, 1, 1, 0, 0, 1],
+        "empty": [1, 4, 20, 0, 0, 0, 0, 0, 0],
+    }
+    assert (counters["", "sink_events_written"], counters["", "passes_recorded"]) == (1, 1)
+    rest = {key for key, total in counters.items() if total and key[1] not in names}
+    assert rest == {("", "sink_events_written"), ("", "passes_recorded")}
+    # Every counter has a metric, every metric a counter: anpr.runtime.health exports only the names it knows.
+    assert {name for camera, name in counters if camera} == set(CAMERA_COUNTERS)
+    assert {name for camera, name in counters if not camera} == set(WORKER_COUNTERS)

@@ -5,6 +5,10 @@ depends on no stage: the supervisor gives process liveness and counters, the cal
 states, Redis reachability and spool depth. Probes run in the server's request threads, never
 in the supervisor loop: keep them quick (a PING with a short timeout, a cached value).
 
+Besides the processes' own counters, /metrics shows what the lanes produce: each worker's
+FrameHandler reports counters (anpr.runtime.stages.CountingHandler) with its stats, exported here
+per worker and camera under the names and help texts of CAMERA_COUNTERS and WORKER_COUNTERS.
+
 HTTP status: 503 only when a worker is not live (dead, restarting or silent), because then its
 cameras are blind and an operator or orchestrator must know. A camera that is down, Redis away
 or a growing spool are "degraded" with 200: restarting anpr would not fix them.
@@ -33,6 +37,40 @@ from anpr.runtime.supervisor import ChildStatus
 log = logging.getLogger(__name__)
 
 STREAMING = "streaming"  # the camera state that counts as healthy (anpr.capture.CameraState)
+
+# Counters a worker's handler reports (anpr.lane.LaneHandler.counters), exported as anpr_<name>_total.
+# One family each, so a dashboard graphs `rate(anpr_lane_events_total[5m])` without filtering a label.
+CAMERA_COUNTERS: Mapping[str, str] = {
+    "lane_frames_detected": "frames the plate detector ran on",
+    "lane_frames_held": "frames whose detections were reused: nothing moved since the last detection (gate)",
+    "lane_frames_skipped": "frames not looked at: within the detector rate cap, gate.detect_fps",
+    "lane_detections": "plates detected inside the lane's ROI",
+    "lane_detections_outside_roi": "plates detected outside the lane's ROI, ignored",
+    "lane_tracks": "plate tracks started, about one per vehicle pass",
+    "lane_ocr_calls": "plate crops sent to OCR",
+    "lane_reads": "legible OCR reads added to a track",
+    "lane_reads_rejected": "OCR reads with text a plate event cannot carry: a recogniser bug",
+    "lane_events": "plate events emitted, one per vehicle pass",
+    "lane_duplicate_passes": "passes folded into an earlier event of the same plate (tracker.dedup_window_s)",
+    "lane_unread_tracks": "tracks that ended without one legible read: no event",
+}
+"""Per camera: labels worker and camera."""
+WORKER_COUNTERS: Mapping[str, str] = {
+    "sink_events_written": "events written to the Redis stream, spooled ones once drained",
+    "sink_events_duplicate": "events whose id was already in the stream: not written again",
+    "sink_events_spooled": "events spooled to disk while Redis was away",
+    "sink_events_refused": "events LOST: Redis away and the spool full or failing",
+    "sink_images_dropped": "spooled events whose JPEGs were dropped: the spool was nearly full",
+    "sink_redis_errors": "failed Redis writes of the event sink",
+    "sink_spool_files_bad": "unreadable spool files moved aside as .bad",
+    "sink_stream_trimmed": "stream entries trimmed once every consumer group had acknowledged them",
+    "passes_recorded": "passes recorded in the lane registry",
+    "passes_trailer_links": "trailer plates linked to their tractor's event",
+    "passes_own_rear": "rear plates matched to their own vehicle's front plate (cars): nothing linked",
+    "passes_unchecked": "events published without a trailer check: the lane registry's Redis failed",
+    "passes_redis_errors": "failed calls to the lane registry in Redis",
+}
+"""Per worker (its event sink and lane registry serve all its cameras): label worker."""
 
 
 @dataclass(frozen=True)
@@ -144,7 +182,8 @@ class _RuntimeCollector(Collector):
         latency = GaugeMetricFamily(
             "anpr_latency_seconds", "capture to done, last stats interval", labels=[*labels, "quantile"]
         )
-        for child in self._sources.children():
+        children = self._sources.children()
+        for child in children:
             key = [child.kind, child.ident]
             up.add_metric(key, float(_is_live(child, now, self._stale_after_s)))
             restarts.add_metric(key, child.restarts)
@@ -158,6 +197,7 @@ class _RuntimeCollector(Collector):
                 if value is not None:
                     latency.add_metric([*key, quantile], value)
         yield from (up, restarts, age, frames, dropped, fps, latency)
+        yield from self._handler_counters(children)
         camera_state = GaugeMetricFamily(
             "anpr_camera_state", "1 for the camera's current state", labels=["camera", "state"]
         )
@@ -171,6 +211,31 @@ class _RuntimeCollector(Collector):
             depth, error = _probe(self._sources.spool_depth)
             if error is None:
                 yield GaugeMetricFamily("anpr_spool_depth", "events waiting on disk for Redis", value=float(depth))
+
+    @staticmethod
+    def _handler_counters(children: Sequence[ChildStatus]) -> Iterator[Metric]:
+        """The counters workers' handlers reported, from their latest report.
+
+        Totals of a worker incarnation: a restarted worker starts again from zero, which Prometheus'
+        rate() and increase() take as a counter reset. A counter not in the catalogues is not exported.
+        """
+        per_camera = {
+            name: CounterMetricFamily(f"anpr_{name}", doc, labels=["worker", "camera"])
+            for name, doc in CAMERA_COUNTERS.items()
+        }
+        per_worker = {
+            name: CounterMetricFamily(f"anpr_{name}", doc, labels=["worker"]) for name, doc in WORKER_COUNTERS.items()
+        }
+        for child in children:
+            if child.stats is None:
+                continue
+            for camera, name, total in child.stats.counters:
+                if camera and name in per_camera:
+                    per_camera[name].add_metric([child.ident, camera], total)
+                elif not camera and name in per_worker:
+                    per_worker[name].add_metric([child.ident], total)
+        yield from per_camera.values()
+        yield from per_worker.values()
 
 
 class _Server(ThreadingHTTPServer):

@@ -18,12 +18,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Semaphore
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
 from anpr.runtime.process import SPAWN, ChildContext
 from anpr.runtime.ring import FrameRing, RingSpec
+from anpr.runtime.stats import Counters
 from anpr.schema import Frame, FrameRef, utc_now
 
 if TYPE_CHECKING:
@@ -53,6 +54,19 @@ class FrameHandler(Protocol):
     def close(self) -> None:
         """Called once as the worker ends (after the last frame and a final flush, or after a failure):
         emit what is left, release resources."""
+
+
+@runtime_checkable
+class CountingHandler(Protocol):
+    """A FrameHandler that may also say what it produced (detections, OCR calls, events...) for /metrics.
+
+    Optional: a handler without `counters` reports only the worker's frames and drops. Called from
+    the same thread as the other methods, after each flush and after `close`, so the totals may be
+    plain ints: the reporter thread only ever sees the snapshot taken here.
+    """
+
+    def counters(self) -> Counters:
+        """Totals since this handler was built (a restarted worker starts again from zero)."""
 
 
 HandlerFactory = Callable[[], FrameHandler]
@@ -211,6 +225,7 @@ class WorkerStage:
                 self._serve(ctx, rings, handler)
             finally:
                 handler.close()
+                _count(ctx, handler)  # the final report carries what close() emitted
         finally:
             for ring in rings.values():
                 ring.close()
@@ -223,11 +238,18 @@ class WorkerStage:
                 _process(ctx, rings, handler, ref)
             if time.monotonic() >= next_flush:
                 handler.flush(utc_now())
+                _count(ctx, handler)
                 next_flush = time.monotonic() + self.flush_interval_s
         # Stop: finish what was already queued (at most the queue size), then a last flush.
         for ref in self.inbox.drain():
             _process(ctx, rings, handler, ref)
         handler.flush(utc_now())
+
+
+def _count(ctx: ChildContext, handler: FrameHandler) -> None:
+    """Snapshot the handler's counters on the flush tick: fresh enough for metrics, and off the per-frame path."""
+    if isinstance(handler, CountingHandler):
+        ctx.meter.set_counters(handler.counters())
 
 
 def _process(ctx: ChildContext, rings: dict[str, FrameRing], handler: FrameHandler, ref: FrameRef) -> None:

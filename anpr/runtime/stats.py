@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 _MAX_SAMPLES = 4096
 """Latency samples kept per interval: ~160 s of one 25 fps camera, far more than one interval.
 Beyond it the oldest are overwritten, which still leaves a fair sample for the percentiles."""
+
+Counters = Mapping[tuple[str, str], int]
+"""What a stage produced, as (camera, counter name) -> total since its process started; camera "" holds
+counters of the whole process (a worker's event sink), which belong to no one camera."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +34,8 @@ class StatsReport:
     fps: float  # frames per second over the last interval
     latency_p50_s: float | None  # capture time -> done, over the last interval; None when no frame
     latency_p95_s: float | None
+    # (camera, counter name, total) from a worker's FrameHandler, as in Counters; cumulative like `frames`
+    counters: tuple[tuple[str, str, int], ...] = ()
 
 
 def _percentile(ordered: list[float], q: float) -> float:
@@ -47,6 +54,7 @@ class StageMeter:
         self._next_sample = 0
         self._window_frames = 0
         self._window_start = time.monotonic()
+        self._counters: tuple[tuple[str, str, int], ...] = ()
 
     def done(self, latency_s: float) -> None:
         """One frame handled, `latency_s` after it was captured."""
@@ -64,6 +72,12 @@ class StageMeter:
         with self._lock:
             self._dropped += count
 
+    def set_counters(self, counters: Counters) -> None:
+        """The stage's latest totals, sent with every report until replaced: a flat tuple keeps reports small."""
+        flat = tuple((camera, counter, int(total)) for (camera, counter), total in counters.items())
+        with self._lock:
+            self._counters = flat
+
     def report(self, name: str, pid: int, state: str) -> StatsReport:
         """Totals so far plus rate and latency since the previous call, which starts a new interval."""
         now = time.monotonic()
@@ -71,7 +85,7 @@ class StageMeter:
             samples, self._samples, self._next_sample = self._samples, [], 0
             window_frames, self._window_frames = self._window_frames, 0
             window_start, self._window_start = self._window_start, now
-            frames, dropped = self._frames, self._dropped
+            frames, dropped, counters = self._frames, self._dropped, self._counters
         samples.sort()
         elapsed = now - window_start
         return StatsReport(
@@ -84,4 +98,5 @@ class StageMeter:
             fps=window_frames / elapsed if elapsed > 0 else 0.0,
             latency_p50_s=_percentile(samples, 0.50) if samples else None,
             latency_p95_s=_percentile(samples, 0.95) if samples else None,
+            counters=counters,
         )

@@ -53,11 +53,12 @@ class _State:
 
 
 class FakeFeed:
-    """A camera producing `fps` small frames whose pixels encode their seq, until closed."""
+    """A camera producing `fps` small frames whose pixels encode their seq, until closed or `count` frames."""
 
-    def __init__(self, camera: str, fps: float) -> None:
+    def __init__(self, camera: str, fps: float, count: int | None = None) -> None:
         self.camera = camera
         self._interval_s = 1.0 / fps
+        self._count = count
         self._closed = threading.Event()
 
     @property
@@ -66,7 +67,7 @@ class FakeFeed:
 
     def __iter__(self) -> Iterator[Frame]:
         seq = 0
-        while not self._closed.is_set():
+        while not self._closed.is_set() and seq != self._count:
             yield make_frame(self.camera, seq)
             seq += 1
             self._closed.wait(self._interval_s)
@@ -102,6 +103,24 @@ class RecordingHandler:
     def close(self) -> None:
         self._line("closed")
         self._file.close()
+
+
+class TallyHandler(RecordingHandler):
+    """A RecordingHandler that reports counters as anpr.lane.LaneHandler does: its frames per camera
+    as lane_frames_detected, all of them as the worker's sink_events_written, and one name no
+    metric knows."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self._frames: dict[str, int] = {}
+
+    def handle(self, ref: FrameRef, image: np.ndarray) -> None:
+        super().handle(ref, image)
+        self._frames[ref.camera] = self._frames.get(ref.camera, 0) + 1
+
+    def counters(self) -> dict[tuple[str, str], int]:
+        per_camera = {(camera, "lane_frames_detected"): n for camera, n in self._frames.items()}
+        return per_camera | {("", "sink_events_written"): sum(self._frames.values()), ("", "no_such_metric"): 1}
 
 
 @dataclass(frozen=True)

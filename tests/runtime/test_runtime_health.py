@@ -13,10 +13,24 @@ from anpr.runtime.health import HealthServer, HealthSources, health_document
 from anpr.runtime.stats import StatsReport
 from anpr.runtime.supervisor import ChildStatus
 
+# What a worker's handler reports: per camera, per worker (camera ""), and names no metric knows,
+# or knows in the other scope, which are not exported.
+COUNTERS = (
+    ("cam1", "lane_events", 3),
+    ("cam1", "lane_ocr_calls", 11),
+    ("cam2", "lane_events", 5),
+    ("", "sink_events_spooled", 2),
+    ("", "passes_trailer_links", 1),
+    ("cam1", "no_such_counter", 9),
+    ("", "lane_events", 8),
+    ("cam1", "sink_events_refused", 4),
+)
+
 
 def child(kind: str, ident: str, alive: bool = True, age_s: float = 0.1, last_exit: str | None = None) -> ChildStatus:
     now = time.time()
-    stats = StatsReport(f"{kind}:{ident}", 100, now - age_s, "running", 250, 7, 24.5, 0.04, 0.09)
+    counters = COUNTERS if kind == "worker" else ()
+    stats = StatsReport(f"{kind}:{ident}", 100, now - age_s, "running", 250, 7, 24.5, 0.04, 0.09, counters)
     return ChildStatus(f"{kind}:{ident}", kind, ident, alive, 100, 0, last_exit, False, now - age_s, stats)
 
 
@@ -128,6 +142,20 @@ def test_health_and_metrics_over_http(server: HealthServer) -> None:
             assert line in text, line
 
         assert client.get("/nope").status_code == 404
+
+
+def test_handler_counters_are_exported_per_worker_and_camera(server: HealthServer) -> None:
+    text = httpx.get(f"http://127.0.0.1:{server.port}/metrics", timeout=5).text
+    samples = [line for line in text.splitlines() if line.startswith(("anpr_lane_", "anpr_sink_", "anpr_passes_"))]
+    assert sorted(samples) == [
+        'anpr_lane_events_total{camera="cam1",worker="0"} 3.0',
+        'anpr_lane_events_total{camera="cam2",worker="0"} 5.0',
+        'anpr_lane_ocr_calls_total{camera="cam1",worker="0"} 11.0',
+        'anpr_passes_trailer_links_total{worker="0"} 1.0',
+        'anpr_sink_events_spooled_total{worker="0"} 2.0',
+    ]
+    assert "# TYPE anpr_lane_unread_tracks_total counter" in text  # every family is declared, even without samples
+    assert "# HELP anpr_lane_events_total plate events emitted, one per vehicle pass" in text
 
 
 def test_a_busy_port_is_named_in_the_error(server: HealthServer) -> None:

@@ -10,8 +10,9 @@ from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
+import httpx
 import pytest
-from runtime_fakes import FakeFeed, Frames, RecordingHandler, shm_segments, wait_for
+from runtime_fakes import FakeFeed, Frames, RecordingHandler, TallyHandler, shm_segments, wait_for
 
 from anpr.config import HealthConfig, RuntimeConfig
 from anpr.runtime.live import Runtime
@@ -122,6 +123,30 @@ def test_a_worker_killed_while_idle_is_replaced_and_gets_frames(
         wait_for(lambda: any(pid != first for pid, _ in Frames.read(log_path).seen["cam0"]), 30, "frames after")
     assert any("worker:0 died (killed by SIGKILL)" in r.getMessage() for r in caplog.records)
     assert running.child("worker:0").restarts == 1
+
+
+def test_handler_counters_reach_metrics_labelled_by_worker_and_camera(tmp_path: Path) -> None:
+    """Six frames per camera, and room for all of them in the queue and the rings, so none can be
+    dropped: the totals each worker's handler reports must reach /metrics exactly."""
+    log_path = tmp_path / "frames.log"
+    cfg = BASE.model_copy(
+        update={"workers": 2, "worker_queue_size": 12, "ring_slots": 14, "health": HealthConfig(port=0)}
+    )
+    cameras = [CameraFeed(name, partial(FakeFeed, name, 40, 6)) for name in ("cam0", "cam1", "cam2")]
+    expected = [  # camera i -> worker i % 2
+        'anpr_lane_frames_detected_total{camera="cam0",worker="0"} 6.0',
+        'anpr_lane_frames_detected_total{camera="cam2",worker="0"} 6.0',
+        'anpr_lane_frames_detected_total{camera="cam1",worker="1"} 6.0',
+        'anpr_sink_events_written_total{worker="0"} 12.0',
+        'anpr_sink_events_written_total{worker="1"} 6.0',
+    ]
+    with Running(Runtime(cfg, cameras, partial(TallyHandler, log_path))) as running:
+        url = f"http://127.0.0.1:{running.runtime.health_port}/metrics"
+        with httpx.Client(timeout=5) as client:
+            wait_for(lambda: all(line in client.get(url).text for line in expected), 30, "every frame in /metrics")
+            text = client.get(url).text
+    assert "no_such_metric" not in text  # a counter without a catalogued name is not exported
+    assert Frames.read(log_path).count() == 18
 
 
 def test_camera_names_must_be_unique() -> None:
