@@ -13,9 +13,11 @@ demo: setup
 test: setup
 	.venv/bin/python -m pytest
 
-# Retrain models/plate_ocr.pth from scratch (~80 min on 2 cores; needs ../shared/datasets and root
-# for the fonts the synthetic plates are drawn in). Resumes from .cache/ocr_train/ if interrupted.
+# Rebuild models/plate_ocr.pth: fine-tune the committed base network on this repo's synthetic plates
+# and the real training crops (~20 min on 2 cores: ~12 rendering, ~7 training; needs
+# ../shared/datasets, and root for the fonts the plates are drawn in). Bit-reproducible; resumes
+# from .cache/ocr_train/ if interrupted. Recipe and why a fine-tune: models/plate_ocr.md.
 train-ocr: setup
 	dpkg -s fonts-dejavu-core fonts-liberation2 fonts-freefont-ttf >/dev/null 2>&1 || \
 		(apt-get update -qq && apt-get install -y -qq --no-install-recommends fonts-dejavu-core fonts-liberation2 fonts-freefont-ttf)
-	.venv/bin/python scripts/train_ocr.py --export
+	.venv/bin/python scripts/train_ocr.py --init models/plate_ocr_base.pth --epochs 4 --lr 3e-4 --export

@@ -307,13 +307,22 @@ def models_export(config: ConfigOpt = None) -> None:
 @models_app.command("verify")
 def models_verify(config: ConfigOpt = None) -> None:
     """Check every model file against its pinned sha256."""
-    from anpr.models import ModelError, detector_weights, easyocr_model_dir, plate_ocr_weights
+    from anpr.config import MODELS_DIR
+    from anpr.models import (
+        PLATE_OCR_BASE,
+        ModelError,
+        detector_weights,
+        easyocr_model_dir,
+        plate_ocr_weights,
+        verify_model_file,
+    )
 
     cfg = _config(config)
     try:
         typer.echo(f"ok {detector_weights(cfg.detector.weights)}")
         typer.echo(f"ok {easyocr_model_dir()}")
         typer.echo(f"ok {plate_ocr_weights()}")
+        typer.echo(f"ok {verify_model_file(MODELS_DIR / PLATE_OCR_BASE.name)}")
     except ModelError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None

@@ -7,8 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from anpr.config import DetectorConfig
-from anpr.models import DETECTOR_B, EASYOCR_FILES, ModelError, detector_weights, easyocr_model_dir, sha256_of, verify
+from anpr.config import MODELS_DIR, DetectorConfig
+from anpr.models import (
+    DETECTOR_B,
+    EASYOCR_FILES,
+    PLATE_OCR_BASE,
+    ModelError,
+    detector_weights,
+    easyocr_model_dir,
+    sha256_of,
+    verify,
+    verify_model_file,
+)
 
 
 def test_committed_detector_matches_pin() -> None:
@@ -53,3 +63,11 @@ def test_truncated_easyocr_weights_rejected(tmp_path: Path) -> None:
 def test_missing_model_names_the_fix(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match=r"missing.*models/README\.md"):
         verify(tmp_path / "nope.pth", "0" * 64)
+
+
+def test_training_base_weights_verify_and_an_unpinned_file_is_refused(tmp_path: Path) -> None:
+    assert verify_model_file(MODELS_DIR / PLATE_OCR_BASE.name) == MODELS_DIR / PLATE_OCR_BASE.name
+    stray = tmp_path / "my_weights.pth"
+    stray.write_bytes(b"not pinned")
+    with pytest.raises(ModelError, match="no pinned sha256"):
+        verify_model_file(stray)

@@ -80,7 +80,11 @@ RO_COUNTIES = ("IS", "GL", "VS", "BT", "SV", "BC", "NT", "VN", "CJ", "TM", "CT",
 PL_DISTRICTS = ("WB", "WA", "WI", "LU", "LZ", "RZ", "KR", "PO", "GD", "DW", "EL", "LB")
 EU_CODES = ("D", "F", "I", "NL", "BG", "LT", "CZ", "SK", "HU", "A")
 US_STATES = ("OHIO", "TEXAS", "ARIZONA", "NEVADA", "OREGON", "IOWA", "MAINE", "UTAH")
-LATIN = "ABCDEFGHJKLMNPRSTUVWXYZ"  # no I, O, Q: most registries avoid them next to digits
+LATIN = "ABCDEFGHJKLMNPRSTUVWXYZ"  # no I, O, Q: Poland's and Romania's series avoid them next to digits
+# Moldova, the US, Brazil and much of the EU do issue O and I (Orhei's OR, Brazil's AXO 7916): without
+# them the reader never learns O beside a band or a digit, and reads it as D (measured: MD "OKA 417").
+LETTERS = "ABCDEFGHIJKLMNOPRSTUVWXYZ"
+ALL_LETTERS = LETTERS + "Q"
 
 EU_BLUE: Color = (153, 51, 0)
 UA_BLUE: Color = (183, 87, 0)
@@ -186,7 +190,7 @@ def random_plate_text(style: PlateStyle | str, rng: np.random.Generator) -> str:
         region, number, series = str(rng.choice(UA_REGIONS)), f"{rng.integers(1, 10000):04d}", pick(UA_LETTERS, 2)
         return f"{region}\n{number} {series}" if name == "UA2" else f"{region} {number} {series}"
     if name in ("MD", "MD2"):
-        letters, number = pick(LATIN, 3), f"{rng.integers(1, 1000):03d}"
+        letters, number = pick(LETTERS, 3), f"{rng.integers(1, 1000):03d}"
         return f"{letters}\n{number}" if name == "MD2" else f"{letters} {number}"
     if name == "RO":
         county = str(rng.choice(RO_COUNTIES))
@@ -196,10 +200,10 @@ def random_plate_text(style: PlateStyle | str, rng: np.random.Generator) -> str:
         tail = pick(digits, 5) if rng.random() < 0.6 else pick(digits, 3) + pick(LATIN, 2)
         return f"{rng.choice(PL_DISTRICTS)} {tail}"
     if name == "US":
-        return f"{pick(LATIN, 3)} {pick(digits, 4)}"
+        return f"{pick(LETTERS, 3)} {pick(digits, 4)}"
     if name == "BR":
-        return pick(LATIN, 3) + pick(digits, 1) + pick(LATIN, 1) + pick(digits, 2)
-    return f"{pick(LATIN, 2)} {pick(digits, 3)} {pick(LATIN, 2)}"
+        return pick(ALL_LETTERS, 3) + pick(digits, 1) + pick(ALL_LETTERS, 1) + pick(digits, 2)
+    return f"{pick(LETTERS, 2)} {pick(digits, 3)} {pick(LETTERS, 2)}"
 
 
 # -- glyphs --------------------------------------------------------------------------------------

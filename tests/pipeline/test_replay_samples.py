@@ -17,21 +17,10 @@ from anpr.schema import utc_now
 
 SAMPLES = REPO_ROOT / "sample_videos"
 TRUTHS = sorted(p for p in SAMPLES.glob("*.json") if (p.with_suffix(".mp4")).is_file())
-# Known misreads of the current plate OCR (models/plate_ocr.md), tracked in the pipeline issue:
-# strict, so the day these clips pass the marker must go.
-KNOWN_MISREADS = {
-    "lane_day": "OCR reads MD plate OKA417 as DKA417 (O/D are both letters there: no grammar can fix it)",
-}
-CASES = [
-    pytest.param(p, marks=pytest.mark.xfail(reason=KNOWN_MISREADS[p.stem], strict=True))
-    if p.stem in KNOWN_MISREADS
-    else p
-    for p in TRUTHS
-]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("truth_path", CASES, ids=[p.stem for p in TRUTHS])
+@pytest.mark.parametrize("truth_path", TRUTHS, ids=[p.stem for p in TRUTHS])
 def test_replay_yields_exactly_the_ground_truth(
     truth_path: Path, config: AnprConfig, recognizer: PlateRecognizer, redis_client: Any
 ) -> None:
