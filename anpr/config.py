@@ -352,6 +352,14 @@ class TrackerConfig(Strict):
         description="emit at most this long after first sight even if the vote is not confident; a car "
         "stopped at the booth would otherwise wait for its track to end",
     )
+    direction_wait_s: float = Field(
+        default=60.0,
+        ge=0,
+        le=3600,
+        description="an early emit (confident, or max_delay_s reached) also waits, at most this long after first "
+        "sight, until the plate has moved enough to tell entry from exit; a vehicle first seen standing (waiting "
+        "at the booth when the camera came up) otherwise gets direction unknown; 0 never waits",
+    )
     max_reads: int = Field(
         default=8, ge=1, le=100, description="OCR calls per track at most; bounds CPU per vehicle"
     )

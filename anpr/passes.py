@@ -167,10 +167,11 @@ class PassRegistry:
         own = self._own_fronts(records, event, first - window_ms) if side is Side.REAR else []
         if own:
             self.stats.own_rear += 1
-        # Kept max_delay_s past the window: a pass reaches the registry up to that long after it was
-        # first seen, so a pass arriving later may still need what an earlier one would have trimmed.
-        trim_before = first - window_ms - round(self.cfg.max_delay_s * 1000)
-        ttl_ms = round((self.cfg.trailer_link_s + self.cfg.max_delay_s + TTL_GRACE_S) * 1000)
+        # Kept past the window for as long as an early emit may wait: a pass reaches the registry up to
+        # that long after it was first seen, so a later one may still need what an earlier one would trim.
+        late_s = max(self.cfg.max_delay_s, self.cfg.direction_wait_s)
+        trim_before = first - window_ms - round(late_s * 1000)
+        ttl_ms = round((self.cfg.trailer_link_s + late_s + TTL_GRACE_S) * 1000)
         args = [event.event_id, event.plate, event.direction.value, side.value, first, last, window_ms]
         tractor = self._decide(keys=[passes, records], args=[*args, trim_before, ttl_ms, *own])
         return tractor.decode() if tractor is not None else None

@@ -307,10 +307,19 @@ class Tracker:
     # -- deciding a pass --------------------------------------------------------------------------
 
     def _ready_early(self, track: _Track, now: datetime) -> bool:
-        """Confident (enough reads, high vote) or waited `max_delay_s`."""
+        """Confident (enough reads, high vote) or waited `max_delay_s`; and the direction known.
+
+        Direction is the point of the event at a border: a vehicle first seen standing still (the
+        camera came up while it waited at the booth) is held back until it moves, at most
+        `direction_wait_s` (measured: the live benchmark's 20 s still pre-roll sent OKA417 early as
+        `unknown`, though it drove off towards the camera right after).
+        """
         if not track.reads:
             return False
-        if _seconds(now, track.first_seen) >= self.cfg.max_delay_s:
+        age = _seconds(now, track.first_seen)
+        if self._approaching(track) is None and age < self.cfg.direction_wait_s:
+            return False
+        if age >= self.cfg.max_delay_s:
             return True
         v = vote([r.result for r in _voters(track.reads)])
         return (

@@ -1,9 +1,12 @@
 """Train the plate recognition network shipped as models/plate_ocr.pth (EasyOCR custom network).
 
-One command reproduces the committed weights (installs the fonts, then trains; about 80 minutes on
-this shared 2-core machine: ~8 rendering the synthetic plates, ~70 training):
+One command reproduces the committed weights bit for bit (installs the fonts, then fine-tunes the
+committed base network; ~20 minutes on this shared 2-core machine: ~12 rendering, ~7 training):
 
-    make train-ocr       # = apt fonts + .venv/bin/python scripts/train_ocr.py --export
+    make train-ocr   # apt fonts + scripts/train_ocr.py --init models/plate_ocr_base.pth --epochs 4 --lr 3e-4 --export
+
+Without --init it trains from scratch (18 epochs, ~60 minutes): how the base was made, on the
+generator of that time (models/plate_ocr.md, Recipe).
 
 What it does, and why:
 - Data: synthetic plates of every style anpr.synth draws (UA, MD, RO, PL, EU, US, BR and the

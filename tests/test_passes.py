@@ -153,7 +153,7 @@ def test_records_claims_ttl_and_trim(client: redis.Redis, keys: Keys) -> None:
             "linked": truck.event_id,
         },
     }
-    ttl_s = WINDOW + TrackerConfig().max_delay_s + 600
+    ttl_s = WINDOW + max(TrackerConfig().max_delay_s, TrackerConfig().direction_wait_s) + 600
     assert 0 < client.pttl(passes) <= ttl_s * 1000 and 0 < client.pttl(records) <= ttl_s * 1000
     # Far later by the events' own clock: the old passes are gone from both keys.
     later = Pass(CAR, FRONT, 3600, 3604).event()

@@ -210,6 +210,32 @@ def test_reads_of_crops_cut_by_the_frame_edge(reads: list[tuple[str, float, bool
     assert plates([(0, e) for e in tracker.flush(at(100), final=True)]) == [text]
 
 
+@pytest.mark.parametrize(
+    ("still_s", "wait_s", "emitted_at", "direction"),
+    [
+        (10, 60, 10, Direction.ENTRY),  # waited at the booth when first seen: sent once it moves
+        (80, 60, 60, Direction.UNKNOWN),  # never moved within direction_wait_s: sent without
+        (10, 0, 5, Direction.UNKNOWN),  # 0: no waiting, max_delay_s as before
+    ],
+)
+def test_early_emit_waits_for_the_direction(
+    still_s: float, wait_s: float, emitted_at: float, direction: Direction
+) -> None:
+    tracker = Tracker(TrackerConfig(max_delay_s=5, direction_wait_s=wait_s), LANE)
+    out: list[tuple[float, Emission]] = []
+    for i in range(int((still_s + 4) * FPS)):
+        t = i / FPS
+        y = 300 + max(0.0, t - still_s) * 100  # standing, then driving down the image (approaching)
+        [a] = tracker.associate(at(t), [PlateDetection(plate_box(640, y, 120), 0.9)], [1.0])
+        if a.should_read:
+            tracker.add_read(a.track_id, at(t), result(UA, 0.99))
+        out += [(t, e) for e in tracker.flush(at(t))]
+    out += [(100.0, e) for e in tracker.flush(at(100), final=True)]
+    [(t, e)] = out
+    assert e.event.direction is direction
+    assert emitted_at <= t < emitted_at + 1.5
+
+
 def test_no_trailer_links_on_one_camera() -> None:
     # Cars queueing bumper to bumper, 0.4 s apart: one camera never sees a truck's two plates
     # (anpr/passes.py links trailers across the lane's cameras), so nothing is linked here.
