@@ -221,10 +221,6 @@ class WorkerStage:
         ctx.set_state(lambda: "draining" if ctx.stopping else "running")
         try:
             handler = self.make_handler()
-            # Refs queued while the models loaded (seconds) are stale: the first of them would start
-            # tracks that the next, seconds-newer frame finds "lost" (measured: a car standing in view
-            # at start-up came out as two passes, the first without a direction). Live means newest.
-            ctx.meter.drop(sum(1 for _ in self.inbox.drain()))
             try:
                 self._serve(ctx, rings, handler)
             finally:
