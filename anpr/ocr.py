@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -132,14 +133,28 @@ def ctc_greedy(probs: np.ndarray, alphabet: list[str]) -> Decoded:
     return Decoded("".join(text), tuple(confs))
 
 
-def _quiet_easyocr() -> Any:
-    # EasyOCR 1.7.2 triggers torch deprecation warnings (quantization, DataLoader) on every start;
-    # they are noise to an operator and say nothing about our inputs.
+def _easyocr_reader(cfg: OcrConfig, model_dir: Path, **options: Any) -> Any:
+    """An English `easyocr.Reader` on CPU from verified weights in `model_dir`, never downloading.
+
+    EasyOCR 1.7.2 triggers torch deprecation warnings (quantization, DataLoader) on every start;
+    they are noise to an operator and say nothing about our inputs.
+    """
+    enforce_offline()
     warnings.filterwarnings("ignore", message="'pin_memory' argument", category=UserWarning)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import easyocr
-    return easyocr
+
+        return easyocr.Reader(
+            ["en"],
+            gpu=False,
+            model_storage_directory=str(model_dir),
+            recog_network=cfg.network,
+            download_enabled=False,
+            quantize=cfg.quantize,
+            verbose=False,
+            **options,
+        )
 
 
 class PlateOcrReader:
@@ -151,25 +166,11 @@ class PlateOcrReader:
     """
 
     def __init__(self, cfg: OcrConfig) -> None:
-        enforce_offline()
         self.cfg = cfg
         if cfg.network != PLATE_OCR.name.removesuffix(".pth"):
             raise ValueError(f"no pinned checksum for network {cfg.network!r}; add it to anpr/models.py")
         plate_ocr_weights(MODELS_DIR)  # before EasyOCR unpickles it
-        easyocr = _quiet_easyocr()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            self.reader: Any = easyocr.Reader(
-                ["en"],
-                gpu=False,
-                model_storage_directory=str(MODELS_DIR),
-                user_network_directory=str(MODELS_DIR),
-                recog_network=cfg.network,
-                download_enabled=False,
-                detector=False,
-                quantize=cfg.quantize,
-                verbose=False,
-            )
+        self.reader: Any = _easyocr_reader(cfg, MODELS_DIR, user_network_directory=str(MODELS_DIR), detector=False)
         self.reader.recognizer.eval()
         self.alphabet: list[str] = list(self.reader.converter.character)
 
@@ -236,21 +237,8 @@ class EasyOcrReader:
     """
 
     def __init__(self, cfg: OcrConfig) -> None:
-        enforce_offline()
         self.cfg = cfg
-        easyocr = _quiet_easyocr()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            self.reader: Any = easyocr.Reader(
-                ["en"],
-                gpu=False,
-                model_storage_directory=str(easyocr_model_dir()),
-                download_enabled=False,
-                detector=cfg.readtext,
-                recog_network=cfg.network,
-                quantize=cfg.quantize,
-                verbose=False,
-            )
+        self.reader: Any = _easyocr_reader(cfg, easyocr_model_dir(), detector=cfg.readtext)
 
     def read(self, crop: np.ndarray) -> PlateRead | None:
         if crop.size == 0:
