@@ -130,7 +130,8 @@ class LaneProcessor:
             return self._emit(ts, final=False)
         if action is FrameAction.HOLD:
             # The scene is as the detector last saw it: feeding its boxes again keeps the tracks of
-            # stopped vehicles alive; their crops are no better than before, so no OCR is asked for.
+            # stopped vehicles alive; their crops are no better than before, so they are not judged
+            # again (quality 0: the tracker asks no OCR for them).
             self.stats.held_frames += 1
             dets = self._held
         else:
@@ -142,7 +143,8 @@ class LaneProcessor:
             self._held = dets
         crops = [self.recognizer.crop(image, d.box) for d in dets]
         edges = [edge_weight(d.box, w, h) for d in dets]
-        focus = [sharpness(c) * e for c, e in zip(crops, edges, strict=True)]
+        held = action is FrameAction.HOLD
+        focus = [0.0 if held else sharpness(c) * e for c, e in zip(crops, edges, strict=True)]
         for a, crop, edge in zip(self.tracker.associate(ts, dets, focus), crops, edges, strict=True):
             if not a.should_read:
                 continue
