@@ -36,6 +36,10 @@ MIN_CHARS = 4  # shortest plate the grammars and the generic rule accept
 # padding, keeps every character a similar size whatever the plate's aspect ratio.
 LINE_H = 32
 LINE_W = 128
+# Margins around a levelled row of glyphs, in glyph heights (`level_row`): a plate's characters are
+# about half its height, so 0.6 above and below frames the row as the plate's own border does; 1.0
+# at the ends also keeps a glyph the row search missed (merged into the band or the frame).
+ROW_MARGIN_X, ROW_MARGIN_Y = 1.0, 0.6
 
 
 class PlateReader(Protocol):
@@ -76,6 +80,135 @@ def text_band(gray: np.ndarray, height: int) -> tuple[int, int]:
     cumulative = np.concatenate([[0.0], np.cumsum(energy)])
     top = int(np.argmax(cumulative[height:] - cumulative[:-height]))
     return top, top + height
+
+
+@dataclass(frozen=True, slots=True)
+class TextRow:
+    """The main row of glyphs in a crop: a straight line through their centres."""
+
+    slope: float  # dy/dx of the glyph centres; a plate seen from the side slopes, its verticals stay vertical
+    x0: float  # ink extent of the row's blobs
+    x1: float
+    y: float  # the line's height at the row's horizontal centre
+    height: float  # median glyph height
+    blobs: int  # blobs on the row: one per character, fewer where glyphs touch
+
+
+def glyph_boxes(gray: np.ndarray) -> list[np.ndarray]:
+    """Character-like blobs, (n, 4) arrays of centre x, centre y, width, height: one array for dark
+    ink on light paper, one for light on dark.
+
+    Plate glyphs are solid blobs, taller than wide (up to 4 heights wide where neighbours touch), not
+    touching the crop's edge; a local (adaptive) threshold keeps them apart from a shadow or a dirty
+    half of the plate.
+    """
+    import cv2
+
+    h, w = gray.shape
+    block = max(3, (min(h, w) // 4) | 1)
+    out = []
+    for mode in (cv2.THRESH_BINARY_INV, cv2.THRESH_BINARY):
+        ink = cv2.adaptiveThreshold(gray, 255, cv2.ADAPTIVE_THRESH_MEAN_C, mode, block, 7)
+        _, _, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
+        x, y, bw, bh, area = (stats[1:, i].astype(np.float32) for i in range(5))
+        keep = (
+            (bh >= max(6.0, 0.12 * h))
+            & (bh <= 0.95 * h)
+            & (bw <= 4 * bh)
+            & (bh <= 8 * bw)
+            & (area >= 0.15 * bw * bh)
+            & (x > 0)
+            & (y > 0)
+            & (x + bw < w)
+            & (y + bh < h)
+        )
+        out.append(np.stack([x + bw / 2, y + bh / 2, bw, bh], axis=1)[keep])
+    return out
+
+
+def _best_line(boxes: np.ndarray) -> tuple[float, float, float] | None:
+    """(slope, intercept, glyph height) of the straight line through the most single glyphs of one
+    size (at least MIN_CHARS), or None.
+
+    Every pair of similar glyph-shaped blobs proposes a line; the line with the most similar blobs
+    near it wins (the flattest on a tie). Vectorised: a crop has tens of blobs, so pairs x blobs
+    stays small.
+    """
+    glyphs = boxes[boxes[:, 2] <= 1.2 * boxes[:, 3]]
+    glyphs = glyphs[np.argsort(-glyphs[:, 3])[:60]]  # the tallest: clutter is mostly small specks
+    if len(glyphs) < MIN_CHARS:
+        return None
+    cx, cy, hh = glyphs[:, 0], glyphs[:, 1], glyphs[:, 3]
+    i, j = np.triu_indices(len(glyphs), k=1)
+    dx = cx[j] - cx[i]
+    ratio = hh[i] / hh[j]
+    ok = (ratio > 0.75) & (ratio < 1.33) & (np.abs(dx) >= 0.3 * hh[i])
+    i, j, dx = i[ok], j[ok], dx[ok]
+    slope = (cy[j] - cy[i]) / dx
+    flat = np.abs(slope) <= 0.6
+    i, j, slope = i[flat], j[flat], slope[flat]
+    if len(i) == 0:
+        return None
+    href = (hh[i] + hh[j]) / 2
+    predicted = cy[i, None] + slope[:, None] * (cx[None, :] - cx[i, None])
+    rel = hh[None, :] / href[:, None]
+    inliers = (np.abs(cy[None, :] - predicted) < 0.15 * href[:, None]) & (rel > 0.75) & (rel < 1.33)
+    counts = inliers.sum(axis=1)
+    best = int(np.lexsort((np.abs(slope), -counts))[0])
+    if counts[best] < MIN_CHARS:
+        return None
+    row = glyphs[inliers[best]]
+    k, b = np.polyfit(row[:, 0], row[:, 1], 1)
+    return float(k), float(b), float(np.median(row[:, 3]))
+
+
+def text_row(gray: np.ndarray) -> TextRow | None:
+    """The crop's main row of glyphs, or None: fewer than MIN_CHARS glyphs in a row, or a second
+    row of same-sized glyphs above or below it (a two-row plate, read by `line_image` instead).
+
+    The row's extent counts every blob of glyph height on the line, touching glyphs included, so
+    cutting the crop around it (`level_row`) loses no character.
+    """
+    found = []
+    for boxes in glyph_boxes(gray):
+        line = _best_line(boxes)
+        if line is not None:
+            k, b, height = line
+            off = np.abs(boxes[:, 1] - (k * boxes[:, 0] + b))
+            rel = boxes[:, 3] / height
+            on = (off < 0.25 * height) & (rel > 0.7) & (rel < 1.4)
+            found.append((int(on.sum()), k, b, height, boxes, on))
+    if not found:
+        return None
+    count, k, b, height, boxes, on = max(found, key=lambda f: f[0])
+    x0 = float((boxes[on, 0] - boxes[on, 2] / 2).min())
+    x1 = float((boxes[on, 0] + boxes[on, 2] / 2).max())
+    off = np.abs(boxes[:, 1] - (k * boxes[:, 0] + b))
+    rel = boxes[:, 3] / height
+    other_row = (off > 0.8 * height) & (off < 2.0 * height) & (rel > 0.6) & (rel < 1.6)
+    if (other_row & (boxes[:, 0] > x0) & (boxes[:, 0] < x1)).sum() >= 2:
+        return None
+    cx = (x0 + x1) / 2
+    return TextRow(k, x0, x1, k * cx + b, height, count)
+
+
+def level_row(gray: np.ndarray, row: TextRow) -> np.ndarray:
+    """The crop sheared so `row` is level, cut around the row with margins of ROW_MARGIN_X/Y glyph
+    heights: roughly a plate's own frame around its characters, as the network saw in training.
+
+    Shear, not rotation: a plate seen from the side keeps its vertical strokes vertical, only its
+    rows slope; rotating them level would slant every glyph.
+    """
+    import cv2
+
+    h, w = gray.shape
+    cx = (row.x0 + row.x1) / 2
+    shear = np.float32([[1, 0, 0], [-row.slope, 1, row.slope * cx]])
+    level = cv2.warpAffine(gray, shear, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    mx, my = ROW_MARGIN_X * row.height, ROW_MARGIN_Y * row.height
+    x0, x1 = max(0, int(row.x0 - mx)), min(w, int(np.ceil(row.x1 + mx)))
+    y0, y1 = max(0, int(row.y - row.height / 2 - my)), min(h, int(np.ceil(row.y + row.height / 2 + my)))
+    return level[y0:y1, x0:x1]
 
 
 def line_image(gray: np.ndarray, two_rows: bool) -> np.ndarray:
@@ -173,6 +306,7 @@ class PlateOcrReader:
         self.reader: Any = _easyocr_reader(cfg, MODELS_DIR, user_network_directory=str(MODELS_DIR), detector=False)
         self.reader.recognizer.eval()
         self.alphabet: list[str] = list(self.reader.converter.character)
+        self.max_slope = float(np.tan(np.radians(cfg.level_above_deg)))
 
     def read_lines(self, lines: list[np.ndarray]) -> list[Decoded]:
         """Decode a batch of LINE_H x LINE_W gray lines (one forward pass for all of them)."""
@@ -192,6 +326,11 @@ class PlateOcrReader:
         if crop.size == 0 or min(crop.shape[:2]) < 2:
             return None
         gray = to_gray(crop)
+        row = text_row(gray)
+        if row is not None and abs(row.slope) >= self.max_slope:
+            # A plate seen from the side: stretched to the network's 4:1 line as it is, its sloping
+            # row would be squashed into a diagonal smear; read it levelled instead.
+            gray = level_row(gray, row)
         h, w = gray.shape
         lines = [line_image(gray, two_rows=False)]
         # A square-ish crop may be a two-row plate (or a ~2:1 US plate): read it both ways in one

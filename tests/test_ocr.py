@@ -21,10 +21,13 @@ from anpr.ocr import (
     EasyOcrReader,
     PlateOcrReader,
     ctc_greedy,
+    level_row,
     line_image,
     make_reader,
     row_split,
     text_band,
+    text_row,
+    to_gray,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -87,6 +90,54 @@ def test_line_image_is_network_sized(two_rows: bool) -> None:
     assert line_image(_two_row_image(), two_rows).shape == (LINE_H, LINE_W)
 
 
+def _sheared_plate(style: str, slope: float, seed: int = 3) -> tuple[np.ndarray, str]:
+    """A rendered plate seen from the side: rows sloping by `slope`, verticals upright, padded like
+    a detector crop (the sheared plate's bounding box grown 8 % x 15 %)."""
+    import cv2
+
+    from anpr.synth import random_plate_text, render_plate
+    from anpr.synth.augment import perspective
+
+    rng = np.random.default_rng(seed)
+    plate = render_plate(random_plate_text(style, rng), style, rng, px_per_mm=1.0)
+    plate = perspective(plate, rng, max_tilt=0.0, max_rotation_deg=0.0, margin=0.6)
+    image, q = to_gray(plate.image), plate.quad
+    cx = float(q[:, 0].mean())
+    shear = np.float32([[1, 0, 0], [slope, 1, -slope * cx]])
+    image = cv2.warpAffine(image, shear, image.shape[::-1], borderMode=cv2.BORDER_REPLICATE)
+    ys = q[:, 1] + slope * (q[:, 0] - cx)
+    x0, x1, y0, y1 = q[:, 0].min(), q[:, 0].max(), ys.min(), ys.max()
+    dx, dy = 0.08 * (x1 - x0), 0.15 * (y1 - y0)
+    return image[int(y0 - dy) : int(y1 + dy) + 1, int(x0 - dx) : int(x1 + dx) + 1], plate.label
+
+
+@pytest.mark.parametrize("slope", [-0.4, -0.15, 0.0, 0.25, 0.45])
+def test_text_row_measures_the_slope_of_a_plate_seen_from_the_side(slope: float) -> None:
+    crop, label = _sheared_plate("UA", slope)
+    row = text_row(crop)
+    assert row is not None
+    assert row.slope == pytest.approx(slope, abs=0.04)
+    assert row.blobs == len(label)  # every character found, none of the band's small print
+    level = text_row(level_row(crop, row))
+    assert level is not None and abs(level.slope) < 0.04
+
+
+def test_level_row_keeps_every_glyph_inside_the_cut() -> None:
+    crop, label = _sheared_plate("MD", 0.35)
+    row = text_row(crop)
+    assert row is not None
+    cut = level_row(crop, row)
+    again = text_row(cut)
+    assert again is not None and again.blobs == len(label)
+    assert cut.shape[0] < crop.shape[0]  # cut around the row, not just sheared
+
+
+def test_text_row_leaves_two_row_plates_and_blank_crops_alone() -> None:
+    crop, _ = _sheared_plate("MD2", 0.3)
+    assert text_row(crop) is None  # a second row of glyphs: line_image unstacks it instead
+    assert text_row(np.full((40, 160), 200, np.uint8)) is None
+
+
 def test_stock_network_selects_stock_reader_without_loading(monkeypatch: pytest.MonkeyPatch) -> None:
     built: list[str] = []
     monkeypatch.setattr(EasyOcrReader, "__init__", lambda self, cfg: built.append("stock"))
@@ -123,6 +174,14 @@ def test_tampered_weights_are_refused_before_loading(tmp_path: Path, monkeypatch
     monkeypatch.setattr("anpr.ocr.MODELS_DIR", tmp_path)
     with pytest.raises(ModelError, match="checksum mismatch"):
         PlateOcrReader(OcrConfig(network="plate_ocr"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("style", ["UA", "MD", "RO", "PL"])
+def test_plate_seen_from_the_side_is_read_levelled(reader: PlateOcrReader, style: str) -> None:
+    crop, label = _sheared_plate(style, 0.4)  # 22 degrees: far beyond the training renders' 6
+    read = reader.read(crop)
+    assert read is not None and read.text == label
 
 
 # Every country the generator draws, one-row and two-row; clean, slightly tilted crops with the
