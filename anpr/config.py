@@ -660,6 +660,14 @@ class RuntimeConfig(Strict):
         description="how often a worker calls its handler's flush(now), so tracks of a camera that stopped "
         "sending still end; lower ends them sooner for a little CPU",
     )
+    stale_after_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="when a worker (re)starts, frames that waited longer than this while it loaded its models "
+        "are dropped (counted), not handled: seconds older than the next frame, they would end a standing "
+        "car's track after one look. Keep it under tracker.lost_after_s",
+    )
     stats_interval_s: float = Field(
         default=1.0, ge=0.05, le=60, description="how often each process reports its counters and heartbeat"
     )

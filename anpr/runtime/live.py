@@ -76,7 +76,9 @@ class Runtime:
                 self._supervisor.add(ChildSpec("camera", feed.name, stage))
             for worker in range(workers):
                 specs = tuple(ring.spec for index, ring in enumerate(self._rings) if index % workers == worker)
-                body = WorkerStage(specs, inboxes[worker], self._make_handler, cfg.flush_interval_s)
+                body = WorkerStage(
+                    specs, inboxes[worker], self._make_handler, cfg.flush_interval_s, cfg.stale_after_s
+                )
                 self._supervisor.add(ChildSpec("worker", str(worker), body))
             if cfg.health.enabled:
                 self._health = HealthServer(cfg.health, self._sources)

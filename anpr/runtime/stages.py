@@ -11,6 +11,7 @@ and never pickled.
 
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
 import time
@@ -127,6 +128,7 @@ class Inbox:
     """
 
     def __init__(self, size: int) -> None:
+        self.size = size
         self._queue: Queue[FrameRef] = SPAWN.Queue(size)
         self._doorbell: Semaphore = SPAWN.Semaphore(0)
 
@@ -215,6 +217,7 @@ class WorkerStage:
     inbox: Inbox
     make_handler: HandlerFactory
     flush_interval_s: float
+    stale_after_s: float
 
     def __call__(self, ctx: ChildContext) -> None:
         rings = {spec.camera: FrameRing.attach(spec) for spec in self.rings}
@@ -222,6 +225,7 @@ class WorkerStage:
         try:
             handler = self.make_handler()
             try:
+                self._take_backlog(ctx, rings, handler)
                 self._serve(ctx, rings, handler)
             finally:
                 handler.close()
@@ -229,6 +233,22 @@ class WorkerStage:
         finally:
             for ring in rings.values():
                 ring.close()
+
+    def _take_backlog(self, ctx: ChildContext, rings: dict[str, FrameRing], handler: FrameHandler) -> None:
+        """The refs queued while the handler was built: those older than `stale_after_s` are dropped
+        (counted), the rest handled in order.
+
+        Loading the models takes seconds, and meanwhile the cameras fill the queue with their first
+        frames (a full queue drops the newest). Handled, they would start tracks that the next frame,
+        seconds newer, finds lost: measured, a car standing in view at start-up came out as a pass
+        without a direction. A worker that starts quickly (a short test feed) loses nothing.
+        """
+        now = time.time()
+        for ref in itertools.islice(self.inbox.drain(), self.inbox.size):
+            if now - ref.ts.timestamp() > self.stale_after_s:
+                ctx.meter.drop()
+            else:
+                _process(ctx, rings, handler, ref)
 
     def _serve(self, ctx: ChildContext, rings: dict[str, FrameRing], handler: FrameHandler) -> None:
         next_flush = time.monotonic() + self.flush_interval_s

@@ -105,6 +105,14 @@ class RecordingHandler:
         self._file.close()
 
 
+class SlowStartHandler(RecordingHandler):
+    """A RecordingHandler that takes `load_s` to build, as loading the models does."""
+
+    def __init__(self, path: Path, load_s: float) -> None:
+        time.sleep(load_s)
+        super().__init__(path)
+
+
 class TallyHandler(RecordingHandler):
     """A RecordingHandler that reports counters as anpr.lane.LaneHandler does: its frames per camera
     as lane_frames_detected, all of them as the worker's sink_events_written, and one name no

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import signal
@@ -12,7 +13,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-from runtime_fakes import FakeFeed, Frames, RecordingHandler, TallyHandler, shm_segments, wait_for
+from runtime_fakes import (
+    FakeFeed,
+    Frames,
+    RecordingHandler,
+    SlowStartHandler,
+    TallyHandler,
+    shm_segments,
+    wait_for,
+)
 
 from anpr.config import HealthConfig, RuntimeConfig
 from anpr.runtime.live import Runtime
@@ -108,6 +117,20 @@ def test_full_queue_drops_the_newest_frame_and_counts_it(tmp_path: Path) -> None
     assert worker.dropped == 0  # ...so the queued ones were never overwritten in the ring
     frames = Frames.read(log_path)
     assert frames.bad == 0
+
+
+def test_frames_queued_while_the_worker_loads_are_dropped_not_handled(tmp_path: Path) -> None:
+    """Stale frames would start tracks that the next, seconds-newer frame finds lost."""
+    log_path = tmp_path / "frames.log"
+    slow_start = partial(SlowStartHandler, log_path, 1.5)  # 60 frames at 40 fps while it loads
+    with Running(Runtime(BASE, feeds(40, "cam0"), slow_start)) as running:
+        wait_for(lambda: Frames.read(log_path).count() >= 20, 30, "20 frames handled")
+        worker = running.child("worker:0").stats
+    seqs = [seq for _, seq in Frames.read(log_path).seen["cam0"]]
+    gaps = [b - a for a, b in itertools.pairwise(seqs)][:15]
+    assert max(gaps) <= 3, f"no jump from stale start-up frames to live ones: {seqs[:20]}"
+    assert seqs[0] >= 20, "the frames queued during the load were not handled"
+    assert worker is not None and worker.dropped >= 1, "and they are counted as dropped"
 
 
 def test_a_worker_killed_while_idle_is_replaced_and_gets_frames(
