@@ -194,7 +194,7 @@ def text_row(gray: np.ndarray) -> TextRow | None:
 
 def level_row(gray: np.ndarray, row: TextRow) -> np.ndarray:
     """The crop sheared so `row` is level, cut around the row with margins of ROW_MARGIN_X/Y glyph
-    heights: roughly a plate's own frame around its characters, as the network saw in training.
+    heights: roughly a plate's own frame around its characters, as in the crops it was trained on.
 
     Shear, not rotation: a plate seen from the side keeps its vertical strokes vertical, only its
     rows slope; rotating them level would slant every glyph.
@@ -203,7 +203,7 @@ def level_row(gray: np.ndarray, row: TextRow) -> np.ndarray:
 
     h, w = gray.shape
     cx = (row.x0 + row.x1) / 2
-    shear = np.float32([[1, 0, 0], [-row.slope, 1, row.slope * cx]])
+    shear = np.array([[1, 0, 0], [-row.slope, 1, row.slope * cx]], dtype=np.float32)
     level = cv2.warpAffine(gray, shear, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     mx, my = ROW_MARGIN_X * row.height, ROW_MARGIN_Y * row.height
     x0, x1 = max(0, int(row.x0 - mx)), min(w, int(np.ceil(row.x1 + mx)))
