@@ -325,7 +325,7 @@ class PlateOcrReader:
     def read(self, crop: np.ndarray) -> PlateRead | None:
         if crop.size == 0 or min(crop.shape[:2]) < 2:
             return None
-        gray = to_gray(crop)
+        gray = as_cut = to_gray(crop)
         row = text_row(gray)
         if row is not None and abs(row.slope) >= self.max_slope:
             # A plate seen from the side: stretched to the network's 4:1 line as it is, its sloping
@@ -348,6 +348,10 @@ class PlateOcrReader:
             if 4 <= band < h:
                 top, bottom = text_band(gray, band)
                 best = max([best, *self.read_lines([line_image(gray[top:bottom], two_rows=False)])], key=self._rank)
+        if gray is not as_cut and best.mean_confidence < self.cfg.retry_below:
+            # Unsure of the levelled read: the row may have been misjudged (a badge between the
+            # glyph groups, a frame edge). Read the crop as cut too.
+            best = max([best, *self.read_lines([line_image(as_cut, two_rows=False)])], key=self._rank)
         if not best.text or best.mean_confidence < self.cfg.min_confidence:
             return None
         return PlateRead(
