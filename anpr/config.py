@@ -155,8 +155,8 @@ class OcrConfig(Strict):
         le=90.0,
         description="plate_ocr: a row of glyphs sloping more than this many degrees (a plate seen from the "
         "side) is sheared level and cut around the row before reading. The network was trained on rows "
-        "sloping up to ~6 degrees; lower also levels flatter rows (on the held-out BR/US crops, levelling "
-        "rows under 5 degrees lost reads), 90 never levels",
+        "sloping up to ~6 degrees; lower also levels flatter rows (levelling from 5 degrees up lost held-out "
+        "BR/US reads, from 8 up none), 90 never levels",
     )
     pad_x: float = Field(default=0.08, ge=0.0, le=1.0, description="crop padding, fraction of box width")
     pad_y: float = Field(default=0.15, ge=0.0, le=1.0, description="crop padding, fraction of box height")

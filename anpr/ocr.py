@@ -330,7 +330,8 @@ class PlateOcrReader:
         if row is not None and abs(row.slope) >= self.max_slope:
             # A plate seen from the side: stretched to the network's 4:1 line as it is, its sloping
             # row would be squashed into a diagonal smear; read it levelled instead.
-            gray = level_row(gray, row)
+            levelled = level_row(gray, row)
+            gray = levelled if min(levelled.shape) >= 2 else gray
         h, w = gray.shape
         lines = [line_image(gray, two_rows=False)]
         # A square-ish crop may be a two-row plate (or a ~2:1 US plate): read it both ways in one
