@@ -14,7 +14,7 @@ test: setup
 	.venv/bin/python -m pytest
 
 # Rebuild models/plate_ocr.pth: fine-tune the committed base network on this repo's synthetic plates
-# and the real training crops (~20 min on 2 cores: ~12 rendering, ~7 training; needs
+# and the real training crops (~20 min on 2 cores: ~7 rendering, ~9 training; needs
 # ../shared/datasets, and root for the fonts the plates are drawn in). Bit-reproducible; resumes
 # from .cache/ocr_train/ if interrupted. Recipe and why a fine-tune: models/plate_ocr.md.
 train-ocr: setup

@@ -15,7 +15,6 @@ End to end on ua-plates (never trained on) is plain `anpr eval`, see docs/accura
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import time
@@ -38,14 +37,14 @@ SPLIT_FILE = REPO / "models" / "plate_ocr_split.json"
 
 def heldout_crops(name: str, pad_x: float, pad_y: float) -> list[tuple[str, np.ndarray, str]]:
     """(image name, BGR crop, label) of the held-out part of one labelled set."""
+    from train_ocr import image_path, label_rows
+
     names = json.loads(SPLIT_FILE.read_text(encoding="utf-8"))["sets"][name]["heldout"]
-    folder = DATASETS / name
-    with (folder / "labels.tsv").open(encoding="utf-8") as f:
-        rows = {r["image"]: r for r in csv.DictReader(f, delimiter="\t")}
+    rows = label_rows(name)
     out = []
     for image_name in names:
         r = rows[image_name]
-        image = cv2.imread(str(folder / "images" / image_name))
+        image = cv2.imread(str(image_path(name, image_name)))
         if "x" in r:
             x, y, w, h = (float(r[k]) for k in ("x", "y", "w", "h"))
             p = Box(x, y, x + w, y + h).padded(pad_x, pad_y, image.shape[1], image.shape[0])
@@ -74,7 +73,7 @@ def photos(network: str) -> tuple[float, int, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--networks", nargs="+", default=["plate_ocr", "english_g2"])
-    ap.add_argument("--sets", nargs="+", default=["br-plate-crops", "openalpr-us"])
+    ap.add_argument("--sets", nargs="+", default=["br-plate-crops", "openalpr-us", "eu-plate-crops"])
     ap.add_argument("--errors", type=int, default=8, help="wrong reads to list per set and network")
     ap.add_argument("--photos", action="store_true", help="also detector + OCR on held-out openalpr-us photos")
     args = ap.parse_args()

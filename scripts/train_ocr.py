@@ -1,7 +1,7 @@
 """Train the plate recognition network shipped as models/plate_ocr.pth (EasyOCR custom network).
 
 One command reproduces the committed weights bit for bit (installs the fonts, then fine-tunes the
-committed base network; ~20 minutes on this shared 2-core machine: ~12 rendering, ~7 training):
+committed base network; ~20 minutes on this shared 2-core machine: ~7 rendering, ~9 training):
 
     make train-ocr   # apt fonts + scripts/train_ocr.py --init models/plate_ocr_base.pth --epochs 4 --lr 3e-4 --export
 
@@ -11,11 +11,12 @@ generator of that time (models/plate_ocr.md, Recipe).
 What it does, and why:
 - Data: synthetic plates of every style anpr.synth draws (UA, MD, RO, PL, EU, US, BR and the
   two-row MD2/UA2), rendered once into .cache/ocr_train/ and cut out like a detector crop; plus
-  the *training* part of the real labelled crops in /work/shared/datasets (br-plate-crops, and
-  openalpr-us plates cut from their labelled boxes). The real held-out part is fixed in
-  models/plate_ocr_split.json (seeded, committed) and never trained on; ua-plates is never read.
-  Synthetic data teaches the UA/MD/EU layouts we have no labelled photos of; the real crops teach
-  what cameras do to plates (blur, glare, grime, loose boxes) that a renderer misses.
+  the *training* part of the real labelled crops in /work/shared/datasets (br-plate-crops,
+  openalpr-us plates cut from their labelled boxes, and the eu-plate-crops we labelled ourselves in
+  models/plate_ocr_eu_labels.tsv). The real held-out part is fixed in models/plate_ocr_split.json
+  (seeded, committed) and never trained on; ua-plates is never read. Synthetic data teaches the
+  UA/MD layouts we have almost no labelled photos of; the real crops teach real fonts and what
+  cameras do to plates (blur, glare, grime, loose boxes, stickers) that a renderer misses.
 - Every crop goes through anpr.ocr.line_image, the same function inference uses; two-row plates
   are unstacked there into one line, and their label is the rows in reading order.
 - Crops are re-cut every time they are drawn, with a random box padding around the plate
@@ -56,6 +57,10 @@ from anpr.plates import normalise  # noqa: E402
 MODELS = REPO / "models"
 DATASETS = Path("/work/shared/datasets")
 SPLIT_FILE = MODELS / "plate_ocr_split.json"
+# eu-plate-crops ships no labels: these are ours, read by eye (models/plate_ocr.md, Data).
+EU_SET = "eu-plate-crops"
+EU_LABELS = MODELS / "plate_ocr_eu_labels.tsv"
+REAL_SETS = ("br-plate-crops", "openalpr-us", EU_SET)
 WORK = REPO / ".cache" / "ocr_train"
 NETWORK = "plate_ocr"
 HELDOUT_FRACTION = 0.3
@@ -102,49 +107,66 @@ def load_yaml() -> dict:
     return yaml.safe_load((MODELS / f"{NETWORK}.yaml").read_text(encoding="utf-8"))
 
 
-def make_split(seed: int) -> dict[str, dict[str, list[str]]]:
-    """Seeded held-out split of the labelled real sets, by image name; written once, then reused."""
-    split: dict[str, dict[str, list[str]]] = {}
-    for name in ("br-plate-crops", "openalpr-us"):
-        with (DATASETS / name / "labels.tsv").open(encoding="utf-8") as f:
-            images = sorted(r["image"] for r in csv.DictReader(f, delimiter="\t"))
+def label_rows(name: str) -> dict[str, dict[str, str]]:
+    """A real set's labels by image name: the set's own labels.tsv, or ours for eu-plate-crops."""
+    path = EU_LABELS if name == EU_SET else DATASETS / name / "labels.tsv"
+    with path.open(encoding="utf-8") as f:
+        return {r["image"]: r for r in csv.DictReader(f, delimiter="\t")}
+
+
+def image_path(name: str, image: str) -> Path:
+    folder = DATASETS / name
+    return (folder / "images" if (folder / "images").is_dir() else folder) / image
+
+
+def _split_set(name: str, seed: int) -> dict[str, list[str]]:
+    """Seeded held-out part of one labelled set. eu-plate-crops is split by plate text, so a plate
+    photographed twice (the set has a few) is never on both sides."""
+    rows = label_rows(name)
+    images = sorted(rows)
+    if name != EU_SET:
         order = np.random.default_rng(seed).permutation(len(images))
-        n_held = round(HELDOUT_FRACTION * len(images))
-        split[name] = {
-            "heldout": sorted(images[i] for i in order[:n_held]),
-            "train": sorted(images[i] for i in order[n_held:]),
-        }
-    return split
+        held = {images[i] for i in order[: round(HELDOUT_FRACTION * len(images))]}
+    else:
+        plates = sorted({rows[i]["plate"] for i in images})
+        held, chosen = set(), set()
+        for k in np.random.default_rng(seed).permutation(len(plates)):
+            if len(held) >= round(HELDOUT_FRACTION * len(images)):
+                break
+            chosen.add(plates[k])
+            held = {i for i in images if rows[i]["plate"] in chosen}
+    return {"heldout": sorted(held), "train": sorted(set(images) - held)}
 
 
 def load_split(seed: int) -> dict[str, dict[str, list[str]]]:
-    if SPLIT_FILE.is_file():
-        return json.loads(SPLIT_FILE.read_text(encoding="utf-8"))["sets"]
-    split = make_split(seed)
-    doc = {
+    """The committed split; a real set it does not list yet is split (seeded) and added, the others
+    are never re-drawn (their held-out parts must stay unseen)."""
+    doc = json.loads(SPLIT_FILE.read_text(encoding="utf-8")) if SPLIT_FILE.is_file() else {
         "about": "Held-out real crops for models/plate_ocr.pth: never trained on (scripts/train_ocr.py). "
         "ua-plates is not listed: it is never trained on at all.",
         "seed": seed,
         "heldout_fraction": HELDOUT_FRACTION,
-        "sets": split,
+        "sets": {},
     }
-    SPLIT_FILE.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
-    return split
+    missing = [name for name in REAL_SETS if name not in doc["sets"]]
+    for name in missing:
+        doc["sets"][name] = _split_set(name, seed)
+    if missing:
+        SPLIT_FILE.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    return doc["sets"]
 
 
 def real_samples(name: str, images: list[str]) -> list[Sample]:
-    """Real crops: BR files are already tight crops; US plates are cut from the photo around the box."""
-    folder = DATASETS / name
-    with (folder / "labels.tsv").open(encoding="utf-8") as f:
-        rows = {r["image"]: r for r in csv.DictReader(f, delimiter="\t")}
+    """Real crops: BR and EU files are already tight crops; US plates are cut from the photo around the box."""
+    rows = label_rows(name)
     out: list[Sample] = []
     for image in images:
         r = rows[image]
-        gray = to_gray(cv2.imread(str(folder / "images" / image)))
+        gray = to_gray(cv2.imread(str(image_path(name, image))))
         label = normalise(r["plate"])
         if "x" not in r:
             h, w = gray.shape
-            out.append(Sample(gray, (0.0, 0.0, float(w), float(h)), label, False))
+            out.append(Sample(gray, (0.0, 0.0, float(w), float(h)), label, r.get("rows") == "2"))
             continue
         x, y, w, h = (float(r[k]) for k in ("x", "y", "w", "h"))
         # Keep surroundings so training crops can be cut looser than the box (train_line).

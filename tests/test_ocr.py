@@ -155,6 +155,21 @@ def test_stock_network_selects_stock_reader_without_loading(monkeypatch: pytest.
     assert built == ["stock", "plate"]
 
 
+def test_our_eu_labels_are_clean_and_their_split_keeps_each_plate_on_one_side() -> None:
+    import csv
+    import json
+
+    with (MODELS_DIR / "plate_ocr_eu_labels.tsv").open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    assert len(rows) == len({r["image"] for r in rows}) >= 300
+    assert all(re.fullmatch(r"[A-Z0-9]{2,10}", r["plate"]) and r["rows"] in ("1", "2") for r in rows)
+    split = json.loads((MODELS_DIR / "plate_ocr_split.json").read_text(encoding="utf-8"))["sets"]["eu-plate-crops"]
+    plate = {r["image"]: r["plate"] for r in rows}
+    assert sorted(split["heldout"] + split["train"]) == sorted(plate)
+    assert not {plate[i] for i in split["heldout"]} & {plate[i] for i in split["train"]}
+    assert 0.25 <= len(split["heldout"]) / len(rows) <= 0.35
+
+
 def test_shipped_weights_match_pin_and_are_small() -> None:
     path = MODELS_DIR / PLATE_OCR.name
     assert sha256_of(path) == PLATE_OCR.sha256
@@ -170,6 +185,13 @@ def reader() -> PlateOcrReader:
 def test_shipped_network_loads_through_easyocr_offline(reader: PlateOcrReader) -> None:
     assert type(reader.reader.recognizer).__module__ == "plate_ocr"  # our class, built by EasyOCR
     assert "".join(reader.alphabet[1:]) == "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+@pytest.mark.slow
+def test_loading_the_plate_network_leaves_the_stock_readers_input_height(reader: PlateOcrReader) -> None:
+    import easyocr.easyocr as easyocr_module
+
+    assert easyocr_module.imgH == 64  # english_g2's; EasyOCR sets our yaml's 32 while loading ours
 
 
 @pytest.mark.slow
