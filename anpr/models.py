@@ -133,5 +133,5 @@ def verify_model_file(path: Path) -> Path:
 
 def plate_ocr_weights(folder: Path = MODELS_DIR) -> Path:
     """The plate-trained recogniser's weights, verified: EasyOCR unpickles them (weights_only=False)."""
-    return verify(folder / PLATE_OCR.name, PLATE_OCR.sha256)
+    return verify_model_file(folder / PLATE_OCR.name)
 

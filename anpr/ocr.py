@@ -177,14 +177,12 @@ def text_row(gray: np.ndarray) -> TextRow | None:
             off = np.abs(boxes[:, 1] - (k * boxes[:, 0] + b))
             rel = boxes[:, 3] / height
             on = (off < 0.25 * height) & (rel > 0.7) & (rel < 1.4)
-            found.append((int(on.sum()), k, b, height, boxes, on))
+            found.append((int(on.sum()), k, b, height, boxes, on, off, rel))
     if not found:
         return None
-    count, k, b, height, boxes, on = max(found, key=lambda f: f[0])
+    count, k, b, height, boxes, on, off, rel = max(found, key=lambda f: f[0])
     x0 = float((boxes[on, 0] - boxes[on, 2] / 2).min())
     x1 = float((boxes[on, 0] + boxes[on, 2] / 2).max())
-    off = np.abs(boxes[:, 1] - (k * boxes[:, 0] + b))
-    rel = boxes[:, 3] / height
     other_row = (off > 0.8 * height) & (off < 2.0 * height) & (rel > 0.6) & (rel < 1.6)
     if (other_row & (boxes[:, 0] > x0) & (boxes[:, 0] < x1)).sum() >= 2:
         return None

@@ -26,19 +26,16 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from train_ocr import DATASETS, SPLIT_FILE, image_path, label_rows  # noqa: E402  (same folder)
+
 from anpr.config import OcrConfig  # noqa: E402
 from anpr.ocr import make_reader  # noqa: E402
 from anpr.plates import normalise  # noqa: E402
 from anpr.schema import Box  # noqa: E402
 
-DATASETS = Path("/work/shared/datasets")
-SPLIT_FILE = REPO / "models" / "plate_ocr_split.json"
-
 
 def heldout_crops(name: str, pad_x: float, pad_y: float) -> list[tuple[str, np.ndarray, str]]:
     """(image name, BGR crop, label) of the held-out part of one labelled set."""
-    from train_ocr import image_path, label_rows
-
     names = json.loads(SPLIT_FILE.read_text(encoding="utf-8"))["sets"][name]["heldout"]
     rows = label_rows(name)
     out = []

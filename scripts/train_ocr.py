@@ -128,13 +128,15 @@ def _split_set(name: str, seed: int) -> dict[str, list[str]]:
         order = np.random.default_rng(seed).permutation(len(images))
         held = {images[i] for i in order[: round(HELDOUT_FRACTION * len(images))]}
     else:
-        plates = sorted({rows[i]["plate"] for i in images})
-        held, chosen = set(), set()
+        by_plate: dict[str, list[str]] = {}
+        for i in images:
+            by_plate.setdefault(rows[i]["plate"], []).append(i)
+        plates = sorted(by_plate)
+        held = set()
         for k in np.random.default_rng(seed).permutation(len(plates)):
             if len(held) >= round(HELDOUT_FRACTION * len(images)):
                 break
-            chosen.add(plates[k])
-            held = {i for i in images if rows[i]["plate"] in chosen}
+            held.update(by_plate[plates[k]])
     return {"heldout": sorted(held), "train": sorted(set(images) - held)}
 
 
