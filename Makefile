@@ -14,10 +14,10 @@ test: setup
 	.venv/bin/python -m pytest
 
 # Rebuild models/plate_ocr.pth: fine-tune the committed base network on this repo's synthetic plates
-# and the real training crops (~20 min on 2 cores: ~7 rendering, ~9 training; needs
+# and the real training crops (~25 min on 2 cores: ~7 rendering, ~15 training; needs
 # ../shared/datasets, and root for the fonts the plates are drawn in). Bit-reproducible; resumes
 # from .cache/ocr_train/ if interrupted. Recipe and why a fine-tune: models/plate_ocr.md.
 train-ocr: setup
 	dpkg -s fonts-dejavu-core fonts-liberation2 fonts-freefont-ttf >/dev/null 2>&1 || \
 		(apt-get update -qq && apt-get install -y -qq --no-install-recommends fonts-dejavu-core fonts-liberation2 fonts-freefont-ttf)
-	.venv/bin/python scripts/train_ocr.py --init models/plate_ocr_base.pth --epochs 4 --lr 3e-4 --export
+	.venv/bin/python scripts/train_ocr.py --init models/plate_ocr_base.pth --epochs 6 --lr 3e-4 --export

@@ -150,13 +150,13 @@ class OcrConfig(Strict):
         "on fewer crops, higher cuts tall (US, two-row) plates",
     )
     level_above_deg: float = Field(
-        default=8.0,
+        default=6.0,
         ge=0.0,
         le=90.0,
         description="plate_ocr: a row of glyphs sloping more than this many degrees (a plate seen from the "
-        "side) is sheared level and cut around the row before reading. The network was trained on rows "
-        "sloping up to ~6 degrees; lower also levels flatter rows (levelling from 5 degrees up lost held-out "
-        "BR/US reads, from 8 up none), 90 never levels",
+        "side) is sheared level and cut around the row before reading. The network's synthetic plates slope "
+        "up to ~6 degrees; lower also levels flatter rows (levelling every row lost held-out BR/US reads), "
+        "90 never levels",
     )
     pad_x: float = Field(default=0.08, ge=0.0, le=1.0, description="crop padding, fraction of box width")
     pad_y: float = Field(default=0.15, ge=0.0, le=1.0, description="crop padding, fraction of box height")

@@ -48,7 +48,7 @@ EASYOCR_FILES = {
 # Trained here by scripts/train_ocr.py; recipe, data and metrics in models/plate_ocr.md.
 PLATE_OCR = ModelFile(
     "plate_ocr.pth",
-    "df737909839c7d9e678ce15a0c62fb20960f030ff73599721ac0c988663268d4",
+    "fd1aecef2b13e6e9d9bc2dc344a0e56cda2877a805ec2a846fb9eafc5fa046c7",
     "models/ (scripts/train_ocr.py, see models/plate_ocr.md)",
 )
 # What `make train-ocr` fine-tunes into plate_ocr.pth: the first from-scratch run (models/plate_ocr.md).

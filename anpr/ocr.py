@@ -209,6 +209,52 @@ def level_row(gray: np.ndarray, row: TextRow) -> np.ndarray:
     return level[y0:y1, x0:x1]
 
 
+# Candidate italic slants (x shift per px of height) for `slant_of`: up to ~22 degrees either way.
+SLANTS = np.linspace(-0.4, 0.4, 17)
+SLANT_H = 40
+
+
+def _slanted(gray: np.ndarray, slant: float) -> np.ndarray:
+    """`gray` sheared in x about its middle row by `slant` px per px of height (rows stay level)."""
+    import cv2
+
+    h, w = gray.shape
+    m = np.array([[1, slant, -slant * h / 2], [0, 1, 0]], dtype=np.float32)
+    return cv2.warpAffine(gray, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def slant_of(gray: np.ndarray) -> float:
+    """The x-shear that makes the glyphs' vertical strokes vertical: the one whose strokes stack up
+    into the sharpest column profile (largest variance of the column sums of horizontal gradient).
+
+    Measured on a copy SLANT_H px tall (the shear is per px of height: it does not change with
+    scale). The x-gradient of a sheared image is the sheared x-gradient, so the gradient is taken
+    once and each candidate only shifts its rows (by whole pixels: enough to rank the candidates).
+    """
+    import cv2
+
+    h, w = gray.shape
+    if h > SLANT_H:
+        gray = cv2.resize(gray, (max(2, round(w * SLANT_H / h)), SLANT_H), interpolation=cv2.INTER_AREA)
+        h, w = gray.shape
+    pad = int(np.ceil(float(np.abs(SLANTS).max()) * h / 2)) + 1
+    grad = np.pad(np.abs(cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3)), ((0, 0), (pad, pad)))
+    shifts = np.rint(np.outer(SLANTS, np.arange(h) - h / 2)).astype(np.intp)  # (slants, rows)
+    cols = np.clip(np.arange(w + 2 * pad)[None, None, :] - shifts[:, :, None], 0, w + 2 * pad - 1)
+    sums = grad[np.arange(h)[None, :, None], cols].sum(axis=1)  # (slants, columns)
+    return float(SLANTS[int(np.argmax(sums.var(axis=1)))])
+
+
+def deslant(gray: np.ndarray) -> np.ndarray:
+    """The crop with its glyphs upright again.
+
+    A plate seen from the side and from above (or by a rolled camera) leans as well as slopes; the
+    training renders barely lean, and a leaning 5 reads as a 3 (ua-plates `25.jpeg`).
+    """
+    slant = slant_of(gray)
+    return _slanted(gray, slant) if slant else gray
+
+
 def line_image(gray: np.ndarray, two_rows: bool) -> np.ndarray:
     """The crop as one LINE_H x LINE_W text line; a two-row plate's rows are put side by side.
 
@@ -332,13 +378,15 @@ class PlateOcrReader:
     def read(self, crop: np.ndarray) -> PlateRead | None:
         if crop.size == 0 or min(crop.shape[:2]) < 2:
             return None
-        gray = as_cut = to_gray(crop)
-        row = text_row(gray)
+        as_cut = to_gray(crop)
+        gray, row, levelled = as_cut, text_row(as_cut), False
         if row is not None and abs(row.slope) >= self.max_slope:
             # A plate seen from the side: stretched to the network's 4:1 line as it is, its sloping
             # row would be squashed into a diagonal smear; read it levelled instead.
-            levelled = level_row(gray, row)
-            gray = levelled if min(levelled.shape) >= 2 else gray
+            cut = level_row(gray, row)
+            if min(cut.shape) >= 2:
+                gray, levelled = cut, True
+        gray = deslant(gray)
         h, w = gray.shape
         lines = [line_image(gray, two_rows=False)]
         # A square-ish crop may be a two-row plate (or a ~2:1 US plate): read it both ways in one
@@ -356,10 +404,17 @@ class PlateOcrReader:
             if 4 <= band < h:
                 top, bottom = text_band(gray, band)
                 best = max([best, *self.read_lines([line_image(gray[top:bottom], two_rows=False)])], key=self._rank)
-        if gray is not as_cut and best.mean_confidence < self.cfg.retry_below:
-            # Unsure of the levelled read: the row may have been misjudged (a badge between the
-            # glyph groups, a frame edge). Read the crop as cut too.
-            best = max([best, *self.read_lines([line_image(as_cut, two_rows=False)])], key=self._rank)
+        if best.mean_confidence < self.cfg.retry_below:
+            # Still unsure: the row or the slant may have been misjudged (a badge between the glyph
+            # groups, a frame edge), or a row flatter than level_above_deg may read better levelled
+            # after all. Read the crop as cut and, if it was not levelled, levelled; the surest wins.
+            extra = [] if gray is as_cut else [line_image(as_cut, two_rows=False)]
+            if row is not None and not levelled:
+                upright = deslant(level_row(as_cut, row))
+                if min(upright.shape) >= 2:
+                    extra.append(line_image(upright, two_rows=False))
+            if extra:
+                best = max([best, *self.read_lines(extra)], key=self._rank)
         if not best.text or best.mean_confidence < self.cfg.min_confidence:
             return None
         return PlateRead(
