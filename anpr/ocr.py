@@ -190,6 +190,19 @@ def text_row(gray: np.ndarray) -> TextRow | None:
     return TextRow(k, x0, x1, k * cx + b, height, count)
 
 
+def _sheared(
+    gray: np.ndarray, x_per_y: float = 0.0, y_per_x: float = 0.0, about: tuple[float, float] = (0.0, 0.0)
+) -> np.ndarray:
+    """`gray` sheared about the point `about` (x, y): in x by `x_per_y` px per px of height (glyphs
+    lean), or in y by `y_per_x` px per px of width (rows slope); the size is kept, edges repeated."""
+    import cv2
+
+    h, w = gray.shape
+    cx, cy = about
+    m = np.array([[1, x_per_y, -x_per_y * cy], [y_per_x, 1, -y_per_x * cx]], dtype=np.float32)
+    return cv2.warpAffine(gray, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
 def level_row(gray: np.ndarray, row: TextRow) -> np.ndarray:
     """The crop sheared so `row` is level, cut around the row with margins of ROW_MARGIN_X/Y glyph
     heights: roughly a plate's own frame around its characters, as in the crops it was trained on.
@@ -197,12 +210,8 @@ def level_row(gray: np.ndarray, row: TextRow) -> np.ndarray:
     Shear, not rotation: a plate seen from the side keeps its vertical strokes vertical, only its
     rows slope; rotating them level would slant every glyph.
     """
-    import cv2
-
     h, w = gray.shape
-    cx = (row.x0 + row.x1) / 2
-    shear = np.array([[1, 0, 0], [-row.slope, 1, row.slope * cx]], dtype=np.float32)
-    level = cv2.warpAffine(gray, shear, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    level = _sheared(gray, y_per_x=-row.slope, about=((row.x0 + row.x1) / 2, 0))
     mx, my = ROW_MARGIN_X * row.height, ROW_MARGIN_Y * row.height
     x0, x1 = max(0, int(row.x0 - mx)), min(w, int(np.ceil(row.x1 + mx)))
     y0, y1 = max(0, int(row.y - row.height / 2 - my)), min(h, int(np.ceil(row.y + row.height / 2 + my)))
@@ -212,15 +221,6 @@ def level_row(gray: np.ndarray, row: TextRow) -> np.ndarray:
 # Candidate italic slants (x shift per px of height) for `slant_of`: up to ~22 degrees either way.
 SLANTS = np.linspace(-0.4, 0.4, 17)
 SLANT_H = 40
-
-
-def _slanted(gray: np.ndarray, slant: float) -> np.ndarray:
-    """`gray` sheared in x about its middle row by `slant` px per px of height (rows stay level)."""
-    import cv2
-
-    h, w = gray.shape
-    m = np.array([[1, slant, -slant * h / 2], [0, 1, 0]], dtype=np.float32)
-    return cv2.warpAffine(gray, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def slant_of(gray: np.ndarray) -> float:
@@ -252,7 +252,7 @@ def deslant(gray: np.ndarray) -> np.ndarray:
     training renders barely lean, and a leaning 5 reads as a 3 (ua-plates `25.jpeg`).
     """
     slant = slant_of(gray)
-    return _slanted(gray, slant) if slant else gray
+    return _sheared(gray, x_per_y=slant, about=(0, gray.shape[0] / 2)) if slant else gray
 
 
 def line_image(gray: np.ndarray, two_rows: bool) -> np.ndarray:
