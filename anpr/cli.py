@@ -322,6 +322,7 @@ def models_verify(config: ConfigOpt = None) -> None:
         typer.echo(f"ok {detector_weights(cfg.detector.weights)}")
         typer.echo(f"ok {easyocr_model_dir()}")
         typer.echo(f"ok {plate_ocr_weights()}")
+        typer.echo(f"ok {plate_ocr_weights(network='plate_ocr_small')}")
         typer.echo(f"ok {verify_model_file(MODELS_DIR / PLATE_OCR_BASE.name)}")
     except ModelError as exc:
         typer.echo(str(exc), err=True)

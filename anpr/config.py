@@ -115,7 +115,30 @@ class OcrConfig(Strict):
         "never tries two rows, higher reads more one-row crops twice",
     )
     quantize: bool = Field(
-        default=True, description="int8 dynamic quantization of the recogniser's LSTM/linear layers (EasyOCR's)"
+        default=True,
+        description="int8 dynamic quantization of the recogniser's LSTM/linear layers (EasyOCR's); "
+        "plate_ocr on the torch backend and english_g2 only",
+    )
+    second_network: bool = Field(
+        default=True,
+        description="plate_ocr: also read with plate_ocr_small (our small CRNN, ~1 ms a line on OpenVINO); "
+        "per line the surer read wins. The two miss different plates: held-out BR 305 and 315 of 343 alone, "
+        "313 together; EU 403 and 341 of 449, 405 together (models/plate_ocr.md)",
+    )
+    second_sure: float = Field(
+        default=0.99,
+        ge=0.0,
+        le=1.01,
+        description="plate_ocr with second_network: plate_ocr_small reads every line first, and a line it "
+        "reads with a lower mean character confidence is read by plate_ocr too (~4x its cost). 0.99 skips "
+        "plate_ocr on about half the lines for the same accuracy (models/plate_ocr.md, Speed); 1.01 reads "
+        "every line with both",
+    )
+    runtime: Literal["openvino", "torch"] = Field(
+        default="openvino",
+        description="plate_ocr: run the network EasyOCR loaded (weights verified, float) on OpenVINO, "
+        "converted in memory at start (~2 s; f32, the reads match torch's to 1e-6), ~4x faster on this "
+        "CPU (scripts/bench_ocr.py); torch runs EasyOCR's own module",
     )
     retry_below: float = Field(
         default=0.9,
@@ -137,7 +160,7 @@ class OcrConfig(Strict):
         default=1,
         ge=1,
         le=64,
-        description="plate_ocr: torch threads for one read, set around the call and restored (a torch "
+        description="plate_ocr: threads for one read (OpenVINO, or torch set around the call and restored: a torch "
         "detector in the same process keeps its own); a 32x128 line is too small to split, and a "
         "second thread spinning on a busy 2-core machine made reads ~10x slower (measured)",
     )

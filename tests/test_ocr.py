@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from anpr.config import MODELS_DIR, OcrConfig
-from anpr.models import PLATE_OCR, ModelError, sha256_of
+from anpr.models import PLATE_OCR, PLATE_OCR_SMALL, ModelError, ModelFile, sha256_of
 from anpr.ocr import (
     LINE_H,
     LINE_W,
@@ -29,6 +29,7 @@ from anpr.ocr import (
     slant_of,
     text_band,
     text_row,
+    to_batch,
     to_gray,
 )
 
@@ -201,9 +202,10 @@ def test_labels_added_later_are_split_without_moving_a_listed_crop(monkeypatch: 
         assert 0.25 <= len(held) / len(images) <= 0.35
 
 
-def test_shipped_weights_match_pin_and_are_small() -> None:
-    path = MODELS_DIR / PLATE_OCR.name
-    assert sha256_of(path) == PLATE_OCR.sha256
+@pytest.mark.parametrize("pinned", [PLATE_OCR, PLATE_OCR_SMALL])
+def test_shipped_weights_match_pin_and_are_small(pinned: ModelFile) -> None:
+    path = MODELS_DIR / pinned.name
+    assert sha256_of(path) == pinned.sha256
     assert path.stat().st_size < 20 * 1024 * 1024
 
 
@@ -213,9 +215,43 @@ def reader() -> PlateOcrReader:
 
 
 @pytest.mark.slow
-def test_shipped_network_loads_through_easyocr_offline(reader: PlateOcrReader) -> None:
-    assert type(reader.reader.recognizer).__module__ == "plate_ocr"  # our class, built by EasyOCR
+def test_shipped_networks_load_through_easyocr_offline(reader: PlateOcrReader) -> None:
+    # our classes, built by EasyOCR from models/<network>.py
+    assert [type(n.reader.recognizer).__module__ for n in reader.networks] == ["plate_ocr", "plate_ocr_small"]
     assert "".join(reader.alphabet[1:]) == "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+@pytest.mark.slow
+def test_openvino_backend_gives_the_torch_networks_reads(reader: PlateOcrReader) -> None:
+    """The default runtime runs the very networks EasyOCR loaded: same probabilities as torch's float modules."""
+    assert all(n.compiled is not None for n in reader.networks)  # openvino is the default
+    on_torch = PlateOcrReader(OcrConfig(network="plate_ocr", runtime="torch", quantize=False))
+    assert all(n.compiled is None for n in on_torch.networks)
+    rng = np.random.default_rng(3)
+    lines = [rng.integers(0, 256, (LINE_H, LINE_W), dtype=np.uint8) for _ in range(3)]
+    lines += [line_image(to_gray(_sheared_plate(style, 0.0)[0]), two_rows=False) for style in ("UA", "MD", "PL")]
+    for a, b in zip(reader.read_lines(lines), on_torch.read_lines(lines), strict=True):
+        assert a.text == b.text
+        np.testing.assert_allclose(a.char_confidences, b.char_confidences, atol=1e-4)
+    assert [d.text for d in reader.read_lines(lines[3:])] == [_sheared_plate(s, 0.0)[1] for s in ("UA", "MD", "PL")]
+
+
+@pytest.mark.slow
+def test_big_network_reads_only_the_lines_the_small_one_is_unsure_of(
+    reader: PlateOcrReader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    big, small = reader.networks
+    batches: list[int] = []
+    big_probs = big.probs
+    monkeypatch.setattr(big, "probs", lambda batch: batches.append(len(batch)) or big_probs(batch))
+    lines = [line_image(to_gray(_sheared_plate(style, 0.0)[0]), two_rows=False) for style in ("UA", "MD", "PL")]
+    lines.append(np.random.default_rng(1).integers(0, 256, (LINE_H, LINE_W), dtype=np.uint8))  # noise: unsure
+    small_reads = [ctc_greedy(p, reader.alphabet) for p in small.probs(to_batch(lines).numpy())]
+    unsure = sum(d.mean_confidence < reader.cfg.second_sure for d in small_reads)
+    reads = reader.read_lines(lines)
+    assert 1 <= unsure < len(lines) and batches == [unsure]
+    for mine, alone in zip(reads, small_reads, strict=True):
+        assert mine.mean_confidence >= alone.mean_confidence  # the surer read of the two
 
 
 @pytest.mark.slow
@@ -226,10 +262,13 @@ def test_loading_the_plate_network_leaves_the_stock_readers_input_height(reader:
 
 
 @pytest.mark.slow
-def test_tampered_weights_are_refused_before_loading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for f in MODELS_DIR.glob("plate_ocr.*"):
+@pytest.mark.parametrize("pinned", [PLATE_OCR, PLATE_OCR_SMALL])
+def test_tampered_weights_are_refused_before_loading(
+    pinned: ModelFile, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for f in MODELS_DIR.glob("plate_ocr*"):
         shutil.copy(f, tmp_path / f.name)
-    with (tmp_path / PLATE_OCR.name).open("r+b") as f:
+    with (tmp_path / pinned.name).open("r+b") as f:
         f.seek(2000)
         f.write(b"\x00\x01\x02")
     monkeypatch.setattr("anpr.ocr.MODELS_DIR", tmp_path)
@@ -255,7 +294,7 @@ def test_plate_seen_from_the_side_and_above_is_read_upright(reader: PlateOcrRead
 
 # Every country the generator draws, one-row and two-row; clean, slightly tilted crops with the
 # padding anpr/recognize.py gives detector boxes.
-STYLES = ["UA", "MD", "RO", "PL", "EU", "US", "BR", "UA2", "MD2"]
+STYLES = ["UA", "MD", "RO", "PL", "EU", "US", "BR", "BR1", "UA2", "MD2"]
 
 
 @pytest.mark.slow

@@ -25,7 +25,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import cv2
 import numpy as np
@@ -43,7 +43,7 @@ FONT_CANDIDATES: dict[str, tuple[str, ...]] = {
 }
 
 Color = tuple[int, int, int]  # BGR
-BandKind = Literal["none", "eu", "ua", "md", "us", "br"]
+BandKind = Literal["none", "eu", "ua", "md", "us", "br", "br-city"]
 GapMark = Literal["none", "dash", "emblem"]
 
 UA_LETTERS = "ABCEHIKMOPTX"  # the 12 letters that look the same in Latin and Cyrillic
@@ -80,6 +80,17 @@ RO_COUNTIES = ("IS", "GL", "VS", "BT", "SV", "BC", "NT", "VN", "CJ", "TM", "CT",
 PL_DISTRICTS = ("WB", "WA", "WI", "LU", "LZ", "RZ", "KR", "PO", "GD", "DW", "EL", "LB")
 EU_CODES = ("D", "F", "I", "NL", "BG", "LT", "CZ", "SK", "HU", "A")
 US_STATES = ("OHIO", "TEXAS", "ARIZONA", "NEVADA", "OREGON", "IOWA", "MAINE", "UTAH")
+# US states issue serials in many shapes (L letter, N digit): Texas/New York ABC 1234, California
+# 1ABC234, Florida/older plates ABC 123 and 123 ABC, Illinois AB 12345, New Jersey A12 BCD, and so
+# on; a random mix stands for the rest and for vanity plates. With one shape only (LLL NNNN) the
+# reader learned that a US plate's fourth character is a digit: openalpr-us 5LTA600 read 5LTA400.
+US_SERIALS = ("LLL NNNN", "NLLL NNN", "LLL NNN", "NNN LLL", "LL NNNNN", "LNN NNNN", "LNN LLL", "NLL NNN")
+# Dealer frames print a name under (and sometimes over) the serial: small text the reader must skip.
+US_FRAME_WORDS = ("MOTORS", "AUTO SALES", "TOYOTA", "HONDA", "FORD", "CHEVROLET", "NISSAN", "AUTO GROUP", "CARS INC")
+# Brazil's plates before Mercosul (most cars on the road until the 2020s): the city under a strip at the top.
+BR_CITIES = ("SP-SAO PAULO", "PR-CURITIBA", "RJ-RIO DE JANEIRO", "MG-BELO HORIZONTE", "PR-LONDRINA", "SC-JOINVILLE",
+             "RS-PORTO ALEGRE", "PR-MARINGA", "BA-SALVADOR", "GO-GOIANIA")
+US_INKS: tuple[Color, ...] = ((90, 35, 15), (25, 25, 25), (40, 30, 170), (40, 90, 20), (110, 60, 20))
 LATIN = "ABCDEFGHJKLMNPRSTUVWXYZ"  # no I, O, Q: Poland's and Romania's series avoid them next to digits
 # Moldova, the US, Brazil and much of the EU do issue O and I (Orhei's OR, Brazil's AXO 7916): without
 # them the reader never learns O beside a band or a digit, and reads it as D (measured: MD "OKA 417").
@@ -128,6 +139,7 @@ STYLES: dict[str, PlateStyle] = {
         PlateStyle("EU", None, (520, 110), 72, 44, 3, 22, "eu", 40),
         PlateStyle("US", "US", (305, 152), 74, 33, 3, 14, "us", 24, font="gothic", ink=(90, 35, 15)),
         PlateStyle("BR", "BR", (400, 130), 66, 42, 4, 0, "br", 28),
+        PlateStyle("BR1", "BR", (400, 130), 63, 40, 4, 18, "br-city", 24),
         PlateStyle("MD2", "MD", (280, 200), 74, 50, 5, 14, "md", 40, "MD", rows=2),
         PlateStyle("UA2", "UA", (280, 200), 72, 38, 3, 12, "ua", 40, "UA", rows=2),
     )
@@ -200,7 +212,14 @@ def random_plate_text(style: PlateStyle | str, rng: np.random.Generator) -> str:
         tail = pick(digits, 5) if rng.random() < 0.6 else pick(digits, 3) + pick(LATIN, 2)
         return f"{rng.choice(PL_DISTRICTS)} {tail}"
     if name == "US":
-        return f"{pick(LETTERS, 3)} {pick(digits, 4)}"
+        if rng.random() < 0.7:
+            serial = str(rng.choice(US_SERIALS))
+            return "".join(pick(LETTERS, 1) if c == "L" else pick(digits, 1) if c == "N" else c for c in serial)
+        chars = "".join(pick(ALL_LETTERS if rng.random() < 0.5 else digits, 1) for _ in range(rng.integers(5, 8)))
+        cut = int(rng.integers(2, len(chars) - 1))
+        return chars if rng.random() < 0.4 else f"{chars[:cut]} {chars[cut:]}"
+    if name == "BR1":
+        return f"{pick(ALL_LETTERS, 3)} {pick(digits, 4)}"
     if name == "BR":
         return pick(ALL_LETTERS, 3) + pick(digits, 1) + pick(ALL_LETTERS, 1) + pick(digits, 2)
     return f"{pick(LETTERS, 2)} {pick(digits, 3)} {pick(LETTERS, 2)}"
@@ -411,6 +430,9 @@ def _draw_band(canvas: Canvas, style: PlateStyle, s: float, inset: float, rng: n
         _fill(canvas, np.round(rhombus * 16).astype(np.int32), (0, 220, 255))
         cv2.circle(canvas, (round(fx + dx), round(0.52 * bw)), max(1, round(dy * 0.4)), (120, 40, 0), -1, cv2.LINE_AA)
         _fill(canvas, _star(inset + 0.07 * w, 0.52 * bw, 0.22 * bw), WHITE)
+    elif style.band == "br-city":
+        mask = _line_mask(str(rng.choice(BR_CITIES)), "din", 0.5 * bw)
+        _paint(canvas, mask, w / 2 - mask.shape[1] / 2, inset + 0.3 * bw, style.ink)
     elif style.band == "us":
         top = np.linspace(0.78, 1.0, round(bw * 1.6))[:, None, None]
         canvas[: top.shape[0]] *= np.concatenate([top, top * 0.97 + 0.03, np.ones_like(top)], axis=2)[:, :, ::-1]
@@ -426,7 +448,7 @@ def _text_boxes(
     band_left = inset + style.band_mm * s + 3 * s if style.band in ("eu", "ua", "md") else margin
     if style.rows == 2:
         return [(band_left, margin, w - margin, h / 2), (margin, h / 2, w - margin, h - margin)]
-    if style.band in ("us", "br"):
+    if style.band in ("us", "br", "br-city"):
         top = style.band_mm * s + (2 * s if style.band == "br" else 0)
         return [(margin, top, w - margin, h - margin)]
     return [(band_left, margin, w - margin, h - margin)]
@@ -463,9 +485,11 @@ def _draw_bolts(canvas: Canvas, points: list[tuple[float, float]], s: float, rng
 
 
 def _draw_gap_marks(
-    canvas: Canvas, gaps: list[float], h: int, s: float, style: PlateStyle, marks: GapMark, rng: np.random.Generator
+    canvas: Canvas, gaps: list[float], cy: float, h: int, s: float, style: PlateStyle, marks: GapMark,
+    rng: np.random.Generator,
 ) -> None:
-    """Dashes in the group gaps, or an emblem (a coloured shield or disc) in the first one: not characters."""
+    """Dashes in the group gaps, or an emblem (a coloured shield or disc, a US sticker or state badge)
+    in the first one, centred on the row at height `cy`: not characters."""
     half = 0.35 * style.group_gap_mm * s
     for i, x in enumerate(gaps):
         if marks == "emblem" and i == 0:
@@ -473,14 +497,28 @@ def _draw_gap_marks(
             color: Color = (b, g, r_)
             r = min(half * 1.2, 0.22 * h)
             if rng.random() < 0.5:
-                cv2.circle(canvas, (round(x), round(h / 2)), round(r), color, -1, cv2.LINE_AA)
+                cv2.circle(canvas, (round(x), round(cy)), round(r), color, -1, cv2.LINE_AA)
             else:
-                c = h / 2
-                shield = [[x - r, c - r], [x + r, c - r], [x + r, c + 0.3 * r], [x, c + 1.2 * r], [x - r, c + 0.3 * r]]
+                shield = [
+                    [x - r, cy - r], [x + r, cy - r], [x + r, cy + 0.3 * r], [x, cy + 1.2 * r], [x - r, cy + 0.3 * r]
+                ]
                 _fill(canvas, np.round(np.array(shield) * 16).astype(np.int32), color)
-            cv2.circle(canvas, (round(x), round(h / 2)), max(1, round(0.4 * r)), (245.0, 245.0, 245.0), -1, cv2.LINE_AA)
+            cv2.circle(canvas, (round(x), round(cy)), max(1, round(0.4 * r)), (245.0, 245.0, 245.0), -1, cv2.LINE_AA)
         elif marks == "dash" or i > 0:
-            _fill(canvas, _rect(x - half, h / 2 - 2.5 * s, x + half, h / 2 + 2.5 * s), style.ink)
+            _fill(canvas, _rect(x - half, cy - 2.5 * s, x + half, cy + 2.5 * s), style.ink)
+
+
+def _draw_dealer_frame(canvas: Canvas, s: float, rng: np.random.Generator) -> None:
+    """A dealer's plate frame: a dark strip along the bottom (and sometimes the top) with its name."""
+    h, w = canvas.shape[:2]
+    shade = float(rng.uniform(10, 60))
+    for top in (False, True) if rng.random() < 0.4 else (False,):
+        y0, y1 = (0.0, 14 * s) if top else (h - 18 * s, float(h))
+        _fill(canvas, _rect(0, y0, w, y1), cast(Color, (shade, shade, shade)))  # float grey: cv2 takes it
+        mask = _line_mask(str(rng.choice(US_FRAME_WORDS)), "gothic", 0.6 * (y1 - y0))
+        if mask.shape[1] > 0.8 * w:
+            mask = cv2.resize(mask, (round(0.8 * w), mask.shape[0]), interpolation=cv2.INTER_AREA)
+        _paint(canvas, mask, w / 2 - mask.shape[1] / 2, y0 + 0.2 * (y1 - y0), (235, 235, 235))
 
 
 def _bolt_points(
@@ -489,8 +527,8 @@ def _bolt_points(
     """Screws go where plates are drilled: in the gaps between groups, else near the ends."""
     if style.rows == 2:
         return [(0.3 * w, 0.05 * h + 3 * s), (0.7 * w, 0.05 * h + 3 * s)]
-    if style.band in ("us", "br"):
-        y = (style.band_mm * s) / 2 if style.band == "us" else h - 4.5 * s
+    if style.band in ("us", "br", "br-city"):
+        y = (style.band_mm * s) / 2 if style.band != "br" else h - 4.5 * s
         return [(0.2 * w, y), (0.8 * w, y)]
     if len(gaps) >= 2:
         return [(gaps[0], h / 2), (gaps[-1], h / 2)]
@@ -532,6 +570,20 @@ def render_plate(
         if rng.random() < 0.15:
             st = replace(st, ink=(40, 30, 190))
         marks = ("none", "dash", "emblem")[int(rng.choice(3, p=[0.4, 0.35, 0.25]))]
+    elif st.name == "US":
+        # Real US plates differ in ink and carry a sticker or badge between the groups (Louisiana's
+        # pelican, county stickers): drawn for this style only, so the other styles' renders do not change.
+        st = replace(st, ink=US_INKS[int(rng.integers(0, len(US_INKS)))])
+        marks = ("none", "dash", "emblem")[int(rng.choice(3, p=[0.55, 0.1, 0.35]))]
+        if marks == "emblem":
+            st = replace(st, group_gap_mm=40)  # a sticker is about a character wide
+    elif st.name == "BR1":
+        # Grey private plates, red commercial ones with white characters; a dot between the groups.
+        if rng.random() < 0.3:
+            paper, st = np.array([55.0, 55.0, 145.0]) + rng.uniform(-20, 20, 3), replace(st, ink=(235, 235, 235))
+        else:
+            paper = np.full(3, rng.uniform(150, 215)) + rng.uniform(-6, 6, 3)
+        marks = "dash"
     canvas = np.empty((h, w, 3), np.float32)
     canvas[:] = paper
     canvas *= (1 - 0.06 * np.linspace(0, 1, h))[:, None, None]  # film sheen: brighter at the top
@@ -541,9 +593,12 @@ def render_plate(
     boxes = _text_boxes(st, w, h, s, inset)
     gaps = [_draw_text(canvas, row, box, st, s) for row, box in zip(rows, boxes, strict=True)]
     if marks != "none" and gaps[0]:
-        _draw_gap_marks(canvas, gaps[0], h, s, st, marks, rng)
+        row_centre = h / 2 if st.band not in ("us", "br-city") else (boxes[0][1] + boxes[0][3]) / 2
+        _draw_gap_marks(canvas, gaps[0], row_centre, h, s, st, marks, rng)
     rim = _rounded_mask(h, w, 5 * s, inset) - _rounded_mask(h, w, 4 * s, inset + rng.uniform(1.0, 1.8) * s)
     canvas = canvas * (1 - rim[..., None]) + np.float32(20) * rim[..., None]
+    if st.band == "us" and rng.random() < 0.4:
+        _draw_dealer_frame(canvas, s, rng)
     if marks == "none" and rng.random() < 0.8:
         _draw_bolts(canvas, _bolt_points(st, w, h, s, gaps[0], boxes[0]), s, rng)
     canvas += rng.normal(0, 1.5, canvas.shape).astype(np.float32)

@@ -22,8 +22,9 @@ TEXT_FORMS = {
     "RO": r"(B \d{3}|[A-Z]{2} \d{2}) [A-Z]{3}",
     "PL": r"[A-Z]{2} (\d{5}|\d{3}[A-Z]{2})",
     "EU": r"[A-Z]{2} \d{3} [A-Z]{2}",
-    "US": r"[A-Z]{3} \d{4}",
+    "US": r"(?=[A-Z0-9 ]{5,8}$)[A-Z0-9]{2,7}( [A-Z0-9]{2,5})?",
     "BR": r"[A-Z]{3}\d[A-Z]\d{2}",
+    "BR1": r"[A-Z]{3} \d{4}",
 }
 
 
@@ -40,6 +41,17 @@ def test_random_text_follows_the_country_format(style: str) -> None:
     rng = np.random.default_rng(1)
     for _ in range(50):
         assert re.fullmatch(TEXT_FORMS[style], random_plate_text(style, rng))
+
+
+def test_us_serials_mix_letters_and_digits_in_every_position() -> None:
+    """US states issue many serial shapes: one shape taught the reader a position's kind (5LTA600 -> 5LTA400)."""
+    rng = np.random.default_rng(3)
+    texts = [random_plate_text("US", rng).replace(" ", "") for _ in range(400)]
+    shapes = {re.sub(r"\d", "N", re.sub(r"[A-Z]", "L", t)) for t in texts}
+    assert len(shapes) >= 10
+    for i in range(5):
+        kinds = {t[i].isdigit() for t in texts}
+        assert kinds == {True, False}, f"position {i} is always {'a digit' if True in kinds else 'a letter'}"
 
 
 @pytest.mark.parametrize("style", sorted(STYLES))
