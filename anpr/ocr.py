@@ -377,6 +377,9 @@ class PlateNetwork:
         self.reader.recognizer.eval()
         self.alphabet: list[str] = list(self.reader.converter.character)
         self.compiled: Any = _openvino_network(self.reader.recognizer, cfg.threads) if on_openvino else None
+        # One read at load: the first inference of a compiled model is slow (lazy set-up), and a lane's
+        # first car must not pay for it while its frames pile up.
+        self.probs(np.zeros((1, 1, LINE_H, LINE_W), np.float32))
 
     def probs(self, batch: np.ndarray) -> np.ndarray:
         """(lines, columns, classes) character probabilities of a `to_batch` array."""
