@@ -1,12 +1,13 @@
-"""Plate OCR: one small interface, two EasyOCR-loaded networks behind it.
+"""Plate OCR: one small interface, EasyOCR-loaded networks behind it.
 
 `PlateReader.read(crop)` takes a padded plate crop and returns the raw characters it sees with
 per-character confidences; grammar checks happen later (anpr.plates).
 
-- `PlateOcrReader` (default): the plate-trained network in models/ (`plate_ocr`, trained by
-  scripts/train_ocr.py), loaded through EasyOCR's custom `recog_network` mechanism after its
-  sha256 is verified. It reads the whole padded crop as one text line, no CRAFT: the network was
-  trained on such crops, which skips CRAFT's ~130 ms and its failure to find low, blurred lines.
+- `PlateOcrReader` (default): the plate-trained networks in models/ (`plate_ocr`, english_g2's
+  architecture fine-tuned, and `plate_ocr_small`, our CRNN; trained by scripts/train_ocr.py), each
+  loaded through EasyOCR's custom `recog_network` mechanism after its sha256 is verified and run on
+  OpenVINO. It reads the whole padded crop as one text line, no CRAFT: the networks were trained on
+  such crops, which skips CRAFT's ~130 ms and its failure to find low, blurred lines.
   Two-row plates are unstacked into one line first (`line_image`).
 - `EasyOcrReader`: a stock EasyOCR network (`english_g2`), kept for comparison.
 
