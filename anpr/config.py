@@ -117,7 +117,7 @@ class OcrConfig(Strict):
     quantize: bool = Field(
         default=True,
         description="int8 dynamic quantization of the recogniser's LSTM/linear layers (EasyOCR's); "
-        "plate_ocr on the torch backend and english_g2 only",
+        "plate_ocr on the torch runtime, and english_g2",
     )
     second_network: bool = Field(
         default=True,
@@ -137,8 +137,8 @@ class OcrConfig(Strict):
     runtime: Literal["openvino", "torch"] = Field(
         default="openvino",
         description="plate_ocr: run the network EasyOCR loaded (weights verified, float) on OpenVINO, "
-        "converted in memory at start (~2 s; f32, the reads match torch's to 1e-6), ~4x faster on this "
-        "CPU (scripts/bench_ocr.py); torch runs EasyOCR's own module",
+        "converted in memory at start (~2 s a network; f32: the same reads as torch's float module, "
+        "tests/test_ocr.py), ~4x faster on this CPU (scripts/bench_ocr.py); torch runs EasyOCR's own module",
     )
     retry_below: float = Field(
         default=0.9,

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from anpr.config import DetectorConfig
-from anpr.models import ModelError, detector_weights, enforce_offline, sha256_of
+from anpr.models import ModelError, detector_weights, enforce_offline, openvino_f32_config, sha256_of
 from anpr.schema import Box, PlateDetection
 
 log = logging.getLogger(__name__)
@@ -46,18 +46,17 @@ class UltralyticsDetector:
             self._compile_openvino_f32(source)
 
     def _compile_openvino_f32(self, export_dir: Path) -> None:
-        """Recompile the OpenVINO model in f32.
+        """Recompile the OpenVINO model in f32 (`openvino_f32_config`: bf16 was slower and moved boxes).
 
-        On CPUs with AVX512-BF16 OpenVINO defaults to bf16: measured here it is ~40% *slower* than
-        f32 (68 vs 48 ms at 640) and moves boxes away from PyTorch's. ultralytics 8.4 (pinned)
-        exposes no option for it, so we build its predictor once and swap the compiled model.
+        ultralytics 8.4 (pinned) exposes no option for it, so we build its predictor once and swap
+        the compiled model.
         """
         import openvino as ov
 
         blank = np.zeros((self.cfg.imgsz, self.cfg.imgsz, 3), np.uint8)
         self.model.predict(blank, imgsz=self.cfg.imgsz, verbose=False)
         backend = self.model.predictor.model.backend
-        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": ov.Type.f32}
+        config = openvino_f32_config()
         backend.compile_model = functools.partial(backend.compile_model, config=config)
         backend.ov_compiled_model = backend.compile_model(ov.Core().read_model(next(export_dir.glob("*.xml"))))
 

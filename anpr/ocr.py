@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from anpr.config import MODELS_DIR, OcrConfig
-from anpr.models import PLATE_OCR, easyocr_model_dir, enforce_offline, plate_ocr_weights
+from anpr.models import PLATE_OCR, easyocr_model_dir, enforce_offline, openvino_f32_config, plate_ocr_weights
 from anpr.schema import PlateRead
 
 ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
@@ -348,9 +348,8 @@ def _easyocr_reader(cfg: OcrConfig, model_dir: Path, **options: Any) -> Any:
 def _openvino_network(module: Any, threads: int) -> Any:
     """`module` (the network EasyOCR built) converted to OpenVINO in memory, for batches of lines.
 
-    Why: the same weights run ~4x faster than on torch on this CPU (forward pass of one line 1.1 vs
-    4.5 ms, scripts/bench_ocr.py); the detector already runs on OpenVINO. f32 is forced: on CPUs
-    with AVX512-BF16 OpenVINO would otherwise pick bf16 (see anpr.detect).
+    Why: the same weights run ~4x faster than on torch on this CPU (plate_ocr_small's forward pass of
+    one line 1.1 vs 4.5 ms); the detector already runs on OpenVINO, with the same settings.
     """
     import openvino as ov
     import torch
@@ -358,8 +357,7 @@ def _openvino_network(module: Any, threads: int) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracing warnings from torch, not about our inputs
         model = ov.convert_model(module, example_input=torch.zeros(1, 1, LINE_H, LINE_W), input=[-1, 1, LINE_H, LINE_W])
-    config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": ov.Type.f32}
-    return ov.Core().compile_model(model, "CPU", config)
+    return ov.Core().compile_model(model, "CPU", openvino_f32_config(INFERENCE_NUM_THREADS=threads))
 
 
 class PlateNetwork:

@@ -6,7 +6,7 @@ english_g2 into plate_ocr, ~50 minutes):
 
     make train-ocr   # apt fonts, then:
     scripts/train_ocr.py --network plate_ocr_small --init models/plate_ocr_base.pth --epochs 6 --lr 3e-4 \
-        --work .cache/ocr_small --export
+        --work .cache/ocr_small --renders .cache/ocr_train --export
     scripts/train_ocr.py --init english_g2 --epochs 10 --lr 1e-3 --export
 
 Without --init it trains from scratch (how the small base was made, 18 epochs, on the generator of
@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import importlib
 import json
 import math
@@ -55,7 +54,7 @@ from torch import nn
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from anpr.models import easyocr_model_dir, verify_model_file  # noqa: E402
+from anpr.models import easyocr_model_dir, sha256_of, verify_model_file  # noqa: E402
 from anpr.ocr import line_image, to_batch, to_gray  # noqa: E402
 from anpr.plates import normalise  # noqa: E402
 
@@ -437,6 +436,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--workers", type=int, default=2, help="processes rendering the synthetic set")
     ap.add_argument("--work", type=Path, default=WORK, help="checkpoints and log")
+    ap.add_argument("--renders", type=Path, help="cached synthetic renders (default: --work); both networks' "
+                    "runs share one set, rendering it costs ~7 minutes")
     ap.add_argument("--no-real", action="store_true", help="synthetic data only (tests, datasets absent)")
     ap.add_argument("--network", choices=NETWORKS, default=NETWORKS[0], help="which network in models/ to train")
     ap.add_argument("--export", action="store_true", help="write models/<network>.pth from the last epoch")
@@ -455,10 +456,12 @@ def main() -> None:
     cfg = load_yaml(args.network)
     alphabet: str = cfg["character_list"]
 
-    synth = synthetic_samples(args.synthetic, args.seed, args.workers, args.work)
-    synth += synthetic_samples(args.synthetic_fonts, args.seed + 2000, args.workers, args.work, fonts=True)
+    renders = args.renders or args.work
+    renders.mkdir(parents=True, exist_ok=True)
+    synth = synthetic_samples(args.synthetic, args.seed, args.workers, renders)
+    synth += synthetic_samples(args.synthetic_fonts, args.seed + 2000, args.workers, renders, fonts=True)
     log(f"extra fonts: {', '.join(installed_fonts())}")
-    synth_val = synthetic_samples(args.val, args.seed + 1000, args.workers, args.work)
+    synth_val = synthetic_samples(args.val, args.seed + 1000, args.workers, renders)
     real_train: dict[str, list[Sample]] = {}
     heldout: dict[str, list[Sample]] = {}
     if not args.no_real:
@@ -477,7 +480,7 @@ def main() -> None:
         # Checked like every model file: a changed base would silently change the shipped weights.
         verify_model_file(init)
         model.load_state_dict(init_state(init, alphabet))
-        log(f"initialised from {init} sha256 {hashlib.sha256(init.read_bytes()).hexdigest()}")
+        log(f"initialised from {init} sha256 {sha256_of(init)}")
     model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     total = args.epochs * args.steps
@@ -549,7 +552,7 @@ def main() -> None:
         state = nn.DataParallel(model.to(memory_format=torch.contiguous_format)).state_dict()
         out = MODELS / f"{args.network}.pth"
         torch.save(state, out)
-        log(f"exported {out} sha256 {hashlib.sha256(out.read_bytes()).hexdigest()}")
+        log(f"exported {out} sha256 {sha256_of(out)}")
 
 
 if __name__ == "__main__":
