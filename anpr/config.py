@@ -44,6 +44,12 @@ class DetectorConfig(Strict):
         default=0.25, ge=0.01, le=0.99, description="lower finds more plates and more false boxes"
     )
     iou: float = Field(default=0.5, ge=0.1, le=0.95, description="NMS overlap threshold")
+    tile_photos: bool = Field(
+        default=True,
+        description="photos (anpr read/eval) where the whole image gives no legible plate are searched "
+        "again in overlapping tiles, each nearer its own resolution: finds small, far plates at a few more "
+        "detector passes (anpr.detect.detect_tiled). Live lanes never tile",
+    )
     cache_dir: Path = Field(
         default=REPO_ROOT / ".cache" / "models",
         description="where exported OpenVINO models are written (generated, never downloaded)",

@@ -22,6 +22,12 @@ from anpr.schema import Box, PlateDetection
 
 log = logging.getLogger(__name__)
 
+# Tiled detection on photos (`detect_tiled`): neighbouring tiles overlap by this share of a tile,
+# and an image is tiled only when its long side is at least this many tiles: below, a tile sees
+# the plate hardly bigger than the whole image does.
+TILE_OVERLAP = 0.25
+TILE_ABOVE = 1.5
+
 
 class PlateDetector(Protocol):
     def detect(self, image: np.ndarray) -> list[PlateDetection]:
@@ -103,3 +109,51 @@ def openvino_export(cfg: DetectorConfig) -> Path:
 
 def make_detector(cfg: DetectorConfig) -> PlateDetector:
     return UltralyticsDetector(cfg)
+
+
+def tile_windows(width: int, height: int, size: int, overlap: float = TILE_OVERLAP) -> list[tuple[int, int, int, int]]:
+    """(x1, y1, x2, y2) windows of `size` px, overlapping by `overlap` of it, covering the image.
+
+    Windows are spread evenly, so the last one ends at the image's edge instead of hanging over it.
+    """
+    step = size * (1 - overlap)
+
+    def starts(length: int) -> list[int]:
+        if length <= size:
+            return [0]
+        n = int(np.ceil((length - size) / step)) + 1
+        return [round(v) for v in np.linspace(0, length - size, n)]
+
+    return [(x, y, min(width, x + size), min(height, y + size)) for y in starts(height) for x in starts(width)]
+
+
+def detect_tiled(detector: PlateDetector, image: np.ndarray, imgsz: int, iou: float) -> list[PlateDetection]:
+    """Plates found in overlapping tiles of `image`, each seen at close to its own resolution.
+
+    Why: the detector sees the whole image shrunk to `imgsz`, where a plate far away or at the
+    edge of a phone photo is a few pixels high and missed (ua-plates `1.jpeg`: 60 px wide in a
+    1200 px photo, found in a tile at confidence 0.55, not at all in the whole image). A tile is
+    `imgsz` px, or a third of the image's long side on big photos, so there are at most ~16.
+    A box touching a tile's inner edge is a plate cut in two; the overlap (a quarter of a tile,
+    more than a small plate's width) shows it whole in the next tile. Overlapping boxes from
+    neighbouring tiles are merged by NMS at the detector's own `iou`.
+    """
+    import cv2
+
+    h, w = image.shape[:2]
+    size = max(imgsz, round(max(w, h) / 3))
+    if max(w, h) < TILE_ABOVE * size:
+        return []
+    found: list[PlateDetection] = []
+    for x1, y1, x2, y2 in tile_windows(w, h, size):
+        for d in detector.detect(image[y1:y2, x1:x2]):
+            b = d.box
+            cut = (x1 > 0 and b.x1 <= 1) or (y1 > 0 and b.y1 <= 1)
+            cut |= (x2 < w and b.x2 >= x2 - x1 - 1) or (y2 < h and b.y2 >= y2 - y1 - 1)
+            if not cut:
+                found.append(PlateDetection(Box(b.x1 + x1, b.y1 + y1, b.x2 + x1, b.y2 + y1), d.confidence))
+    if not found:
+        return []
+    boxes = [[d.box.x1, d.box.y1, d.box.x2 - d.box.x1, d.box.y2 - d.box.y1] for d in found]
+    keep = cv2.dnn.NMSBoxes(boxes, [d.confidence for d in found], 0.0, iou)
+    return sorted((found[int(i)] for i in np.ravel(keep)), key=lambda d: d.confidence, reverse=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from anpr.images import decode_image
-from anpr.plates import edit_distance, interpret, normalise
+from anpr.plates import edit_distance, normalise
 from anpr.recognize import PlateRecognizer
 from anpr.schema import Box, PlateDetection
 
@@ -73,21 +73,14 @@ def evaluate_sample(rec: PlateRecognizer, sample: Sample) -> Outcome:
     image = decode_image(sample.image)
     start = time.perf_counter()
     h, w = image.shape[:2]
-    dets = [PlateDetection(Box(0, 0, w, h), 1.0)] if sample.is_crop else rec.detector.detect(image)
+    found = [rec.reading(image, PlateDetection(Box(0, 0, w, h), 1.0))] if sample.is_crop else rec.readings(image)
     iou = None
     if (label := sample.box) is not None:
-        # Read the detection on the labelled plate: other plates in the photo are not wrong reads.
-        dets = sorted(dets, key=lambda d: d.box.iou(label), reverse=True)[:1]
-        iou = dets[0].box.iou(label) if dets else 0.0
-        dets = [d for d in dets if d.box.iou(label) >= 0.3]
-    reads: list[tuple[str, str]] = []
-    plates = rec.cfg.plates
-    for det in dets:
-        read = rec.reader.read(image if sample.is_crop else rec.crop(image, det.box))
-        if read is None:
-            continue
-        fit = interpret(read.text, read.char_confidences, plates.countries, plates.correct)
-        reads.append((normalise(read.text), fit.text if fit else ""))
+        # Score the detection on the labelled plate: other plates in the photo are not wrong reads.
+        found = sorted(found, key=lambda r: r.detection.box.iou(label), reverse=True)[:1]
+        iou = found[0].detection.box.iou(label) if found else 0.0
+        found = [r for r in found if r.detection.box.iou(label) >= 0.3]
+    reads = [(normalise(r.read.text), r.result.text if r.result else "") for r in found if r.read is not None]
 
     # A photo may show several plates and the label names one: score the read closest to it.
     def closest(texts: list[str]) -> str:

@@ -11,10 +11,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from anpr.config import AnprConfig
-from anpr.detect import PlateDetector, make_detector
+from anpr.detect import PlateDetector, detect_tiled, make_detector
 from anpr.ocr import PlateReader, make_reader
 from anpr.plates import interpret
-from anpr.schema import Box, PlateDetection, PlateResult
+from anpr.schema import Box, PlateDetection, PlateRead, PlateResult
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One detection and what was read there: the raw OCR (None: illegible) and the plate (None: no
+    grammar fits). `anpr eval` scores both; `recognize` keeps the plates."""
+
+    detection: PlateDetection
+    read: PlateRead | None
+    result: PlateResult | None
 
 
 @dataclass
@@ -39,16 +49,20 @@ class PlateRecognizer:
 
     def read_crop(self, crop: np.ndarray, det: PlateDetection) -> PlateResult | None:
         """`read_detection` for a caller that already holds `crop(image, det.box)`."""
+        return self.reading(crop, det).result
+
+    def reading(self, crop: np.ndarray, det: PlateDetection) -> Reading:
+        """The raw OCR read of one detection's crop and, when it fits a grammar, the plate."""
         read = self.reader.read(crop)
         if read is None:
-            return None
+            return Reading(det, None, None)
         plates = self.cfg.plates
         fit = interpret(read.text, read.char_confidences, plates.countries, plates.correct)
         if fit is None:
-            return None
+            return Reading(det, read, None)
         chars = fit.char_confidences
         confidence = float(np.mean(chars)) if chars else read.confidence
-        return PlateResult(
+        result = PlateResult(
             box=det.box,
             detection_confidence=det.confidence,
             text=fit.text,
@@ -57,9 +71,23 @@ class PlateRecognizer:
             country=fit.country,
             raw_text=read.text,
         )
+        return Reading(det, read, result)
+
+    def readings(self, image: np.ndarray) -> list[Reading]:
+        """Every detection in a photo with its reads.
+
+        With `detector.tile_photos`, a photo where the whole-image pass reads no plate is searched
+        again tile by tile (`detect_tiled`): only then, since a photo with a legible plate rarely
+        hides a smaller one that matters, and tiling costs a few more detector passes.
+        """
+        found = [self.reading(self.crop(image, d.box), d) for d in self.detector.detect(image)]
+        if not any(r.result for r in found) and self.cfg.detector.tile_photos:
+            cfg = self.cfg.detector
+            tiled = detect_tiled(self.detector, image, cfg.imgsz, cfg.iou)
+            found += [self.reading(self.crop(image, d.box), d) for d in tiled]
+        return found
 
     def recognize(self, image: np.ndarray) -> list[PlateResult]:
-        """Every legible plate in the image, most confident first."""
-        found = [self.read_detection(image, d) for d in self.detector.detect(image)]
-        results = [r for r in found if r is not None]
+        """Every legible plate in a photo, most confident first."""
+        results = [r.result for r in self.readings(image) if r.result is not None]
         return sorted(results, key=lambda r: r.confidence * r.detection_confidence, reverse=True)
