@@ -43,12 +43,8 @@ class PlateRecognizer:
         p = box.padded(self.cfg.ocr.pad_x, self.cfg.ocr.pad_y, w, h)
         return image[int(p.y1) : int(np.ceil(p.y2)), int(p.x1) : int(np.ceil(p.x2))]
 
-    def read_detection(self, image: np.ndarray, det: PlateDetection) -> PlateResult | None:
-        """Read one detected plate; None when the text is illegible or not a plate."""
-        return self.read_crop(self.crop(image, det.box), det)
-
     def read_crop(self, crop: np.ndarray, det: PlateDetection) -> PlateResult | None:
-        """`read_detection` for a caller that already holds `crop(image, det.box)`."""
+        """The plate read in `crop(image, det.box)`; None when the text is illegible or not a plate."""
         return self.reading(crop, det).result
 
     def reading(self, crop: np.ndarray, det: PlateDetection) -> Reading:
