@@ -15,11 +15,11 @@ test: setup
 
 # Rebuild both plate networks the reader runs: models/plate_ocr_small.pth (fine-tune of the committed
 # small base, ~20 min on 2 cores incl. ~7 rendering) and models/plate_ocr.pth (fine-tune of EasyOCR's
-# english_g2, ~50 min, reusing the small run's renders); needs ../shared/datasets, and root for the fonts the plates are drawn in.
+# english_g2, ~40 min, reusing the small run's renders); needs ../shared/datasets, and root for the fonts the plates are drawn in.
 # Bit-reproducible; each resumes from its .cache/ folder if interrupted. Recipe: models/plate_ocr.md.
 train-ocr: setup
 	dpkg -s fonts-dejavu-core fonts-liberation2 fonts-freefont-ttf >/dev/null 2>&1 || \
 		(apt-get update -qq && apt-get install -y -qq --no-install-recommends fonts-dejavu-core fonts-liberation2 fonts-freefont-ttf)
 	.venv/bin/python scripts/train_ocr.py --network plate_ocr_small --init models/plate_ocr_base.pth \
 		--epochs 6 --lr 3e-4 --work .cache/ocr_small --renders .cache/ocr_train --export
-	.venv/bin/python scripts/train_ocr.py --init english_g2 --epochs 10 --lr 1e-3 --export
+	.venv/bin/python scripts/train_ocr.py --init english_g2 --epochs 14 --lr 1e-3 --export

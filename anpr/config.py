@@ -128,8 +128,8 @@ class OcrConfig(Strict):
     second_network: bool = Field(
         default=True,
         description="plate_ocr: also read with plate_ocr_small (our small CRNN, ~1 ms a line on OpenVINO); "
-        "per line the surer read wins. The two miss different plates: held-out BR 305 and 315 of 343 alone, "
-        "313 together; EU 403 and 341 of 449, 405 together (models/plate_ocr.md)",
+        "per line the surer read wins. The two miss different plates: held-out BR 309 and 315 of 343 alone, "
+        "318 together; EU 410 and 341 of 449, 411 together (models/plate_ocr.md)",
     )
     second_sure: float = Field(
         default=0.99,

@@ -49,7 +49,7 @@ EASYOCR_FILES = {
 # runs both networks on every line (english_g2's architecture, fine-tuned; and our small CRNN).
 PLATE_OCR = ModelFile(
     "plate_ocr.pth",
-    "3b0cc7d84d82fe9ce51c9e2a7089788decb59e5f2a04ea0e855e12140fa2ec89",
+    "f47054462baafb0c429a16437c890b1b01a81d9777cce658461910f5daa1f513",
     "models/ (scripts/train_ocr.py, see models/plate_ocr.md)",
 )
 PLATE_OCR_SMALL = ModelFile(

@@ -192,6 +192,32 @@ def text_row(gray: np.ndarray) -> TextRow | None:
     return TextRow(k, x0, x1, k * cx + b, height, count)
 
 
+def glyph_rows_split(gray: np.ndarray) -> int | None:
+    """Row between two rows of same-sized glyphs (a two-row plate), from the glyphs themselves, or None.
+
+    `row_split`'s contrast profile finds the gap when the crop is the plate; in a loose crop the
+    plate's edge against the background is contrast too, and the cut can fall through a row
+    (sample clip `truck_rear`: the trailer's `BH` over `4315 XT`, read `4315XT`). The glyphs know
+    where their rows are: the cut goes halfway between the main row and the row beside it.
+    """
+    h = gray.shape[0]
+    for boxes in glyph_boxes(gray):
+        line = _best_line(boxes)
+        if line is None:
+            continue
+        k, b, height = line
+        on_line = k * boxes[:, 0] + b
+        off = boxes[:, 1] - on_line
+        rel = boxes[:, 3] / height
+        other = (np.abs(off) > 0.8 * height) & (np.abs(off) < 2.0 * height) & (rel > 0.6) & (rel < 1.6)
+        if other.sum() >= 2 and len(set(np.sign(off[other]))) == 1:
+            main_y = float(np.median(on_line[other]))
+            split = round(main_y + float(np.median(off[other])) / 2)
+            if 0.2 * h <= split <= 0.8 * h:
+                return split
+    return None
+
+
 def _sheared(
     gray: np.ndarray, x_per_y: float = 0.0, y_per_x: float = 0.0, about: tuple[float, float] = (0.0, 0.0)
 ) -> np.ndarray:
@@ -257,8 +283,9 @@ def deslant(gray: np.ndarray) -> np.ndarray:
     return _sheared(gray, x_per_y=slant, about=(0, gray.shape[0] / 2)) if slant else gray
 
 
-def line_image(gray: np.ndarray, two_rows: bool) -> np.ndarray:
-    """The crop as one LINE_H x LINE_W text line; a two-row plate's rows are put side by side.
+def line_image(gray: np.ndarray, two_rows: bool, split: int | None = None) -> np.ndarray:
+    """The crop as one LINE_H x LINE_W text line; a two-row plate's rows are put side by side,
+    cut at `split` (default: `row_split`).
 
     Unstacking in the image (rather than training the network on stacked rows) keeps one simple
     line reader for every plate and reads the rows in order: top row, then bottom row.
@@ -266,7 +293,7 @@ def line_image(gray: np.ndarray, two_rows: bool) -> np.ndarray:
     import cv2
 
     if two_rows and gray.shape[0] >= 4:
-        s = row_split(gray)
+        s = row_split(gray) if split is None else split
         rows = [gray[:s], gray[s:]]
         rows = [cv2.resize(r, (max(1, round(r.shape[1] * LINE_H / r.shape[0])), LINE_H)) for r in rows]
         gray = np.hstack(rows)
@@ -453,10 +480,13 @@ class PlateOcrReader:
         # batch. Read as one line, a two-row plate often gives its bigger row alone, confidently.
         if w < self.cfg.two_row_aspect * h:
             lines.append(line_image(gray, two_rows=True))
+            if (split := glyph_rows_split(gray)) is not None:
+                lines.append(line_image(gray, two_rows=True, split=split))
         reads = self.read_lines(lines)
         best = max(reads, key=self._rank)
-        if len(reads) == 2 and reads[0].text in reads[1].text and len(reads[1].text) >= MIN_CHARS:
-            best = reads[1]  # the one-line read saw one of the two rows: the rows read more
+        holding = [r for r in reads[1:] if reads[0].text in r.text and len(r.text) >= MIN_CHARS]
+        if holding:
+            best = max(holding, key=self._rank)  # the one-line read saw one of the two rows: the rows read more
         if len(best.text) < MIN_CHARS or best.mean_confidence < self.cfg.retry_below:
             # Unsure: maybe a one-row plate in a loose detector box, two or three plates tall.
             # Read the band of rows richest in vertical edges (glyph strokes) alone.

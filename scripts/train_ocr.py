@@ -2,12 +2,12 @@
 
 One command reproduces both committed weights bit for bit (installs the fonts, then fine-tunes the
 small network from its committed base, ~20 minutes on this shared 2-core machine, and EasyOCR's
-english_g2 into plate_ocr, ~50 minutes):
+english_g2 into plate_ocr, ~40 minutes):
 
     make train-ocr   # apt fonts, then:
     scripts/train_ocr.py --network plate_ocr_small --init models/plate_ocr_base.pth --epochs 6 --lr 3e-4 \
         --work .cache/ocr_small --renders .cache/ocr_train --export
-    scripts/train_ocr.py --init english_g2 --epochs 10 --lr 1e-3 --export
+    scripts/train_ocr.py --init english_g2 --epochs 14 --lr 1e-3 --export
 
 Without --init it trains from scratch (how the small base was made, 18 epochs, on the generator of
 that time: models/plate_ocr.md, Recipe).

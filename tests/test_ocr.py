@@ -22,6 +22,8 @@ from anpr.ocr import (
     PlateOcrReader,
     ctc_greedy,
     deslant,
+    glyph_boxes,
+    glyph_rows_split,
     level_row,
     line_image,
     make_reader,
@@ -315,6 +317,47 @@ def test_rendered_plate_of_each_style_is_read(reader: PlateOcrReader, style: str
     assert read.text == plate.label
     assert len(read.char_confidences) == len(read.text)
     assert all(0.0 < c <= 1.0 for c in read.char_confidences)
+
+
+def _loose_two_row_crop(seed: int) -> np.ndarray:
+    """A two-row trailer plate small in a dark detector box, turned 6 degrees (the sample clip
+    `truck_rear`'s trailer): the plate's edges against the dark are strong rows of contrast too."""
+    import cv2
+
+    from anpr.synth import render_plate
+
+    plate = render_plate("BH\n4315 XT", "UA2", np.random.default_rng(seed)).image
+    h, w = plate.shape[:2]
+    box = np.full((int(h * 1.7), int(w * 1.5), 3), 25, np.uint8)
+    y0, x0 = int(h * 0.35), int(w * 0.25)
+    box[y0 : y0 + h, x0 : x0 + w] = plate[..., :3]
+    turn = cv2.getRotationMatrix2D((box.shape[1] / 2, box.shape[0] / 2), 6, 1.0)
+    box = cv2.warpAffine(box, turn, (box.shape[1], box.shape[0]), borderValue=(25, 25, 25))
+    return cv2.resize(box, None, fx=0.45, fy=0.45, interpolation=cv2.INTER_AREA)
+
+
+def test_glyph_rows_split_cuts_between_the_rows_where_the_contrast_profile_does_not() -> None:
+    gray = to_gray(_loose_two_row_crop(0))
+    split = glyph_rows_split(gray)
+    assert split is not None
+    # No glyph is cut (by more than 2 px: the rows are turned, the cut is level): the 2 glyphs of
+    # the top row above it, the 6 of the bottom row below it.
+    dark_ink = glyph_boxes(gray)[0]
+    glyphs = dark_ink[(dark_ink[:, 3] > 0.1 * gray.shape[0]) & (dark_ink[:, 3] < 0.5 * gray.shape[0])]
+    top, bottom = glyphs[:, 1] - glyphs[:, 3] / 2, glyphs[:, 1] + glyphs[:, 3] / 2
+    assert not ((top < split - 2) & (bottom > split + 2)).any()
+    assert (bottom <= split + 2).sum() == 2 and (top >= split - 2).sum() == 6
+    assert abs(split - row_split(gray)) > 0.1 * gray.shape[0], "the contrast profile cuts elsewhere"
+    assert glyph_rows_split(to_gray(_sheared_plate("UA", 0.0)[0])) is None  # one row: no split
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_two_row_plate_in_a_loose_crop_is_read_whole(reader: PlateOcrReader, seed: int) -> None:
+    """Cut by the contrast profile alone, these read `A315XT` or `25HXT` (the bottom row, or a row
+    cut through); cut between the glyph rows, whole."""
+    read = reader.read(_loose_two_row_crop(seed))
+    assert read is not None and read.text == "BH4315XT"
 
 
 def tiny_training_run(work: Path, workers: int) -> dict[str, Any]:
