@@ -318,6 +318,30 @@ class Decoded:
         return float(np.mean(self.char_confidences)) if self.char_confidences else 0.0
 
 
+# Zooms of an unsure line read again for the vote (`PlateOcrReader.read_lines`): about one glyph
+# width's change in the line's scale, so the CTC columns fall differently across the glyphs.
+VOTE_SCALES = (0.92, 1.08)
+
+
+def scaled(line: np.ndarray, scale: float) -> np.ndarray:
+    """`line` zoomed about its centre, same size, edges repeated."""
+    import cv2
+
+    h, w = line.shape
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), 0, scale)
+    return cv2.warpAffine(line, m, (w, h), borderMode=cv2.BORDER_REPLICATE)
+
+
+def vote(reads: list[Decoded]) -> Decoded:
+    """The text with the highest summed mean confidence over `reads`, as its surest read: two
+    middling reads that agree beat one confident outlier."""
+    totals: dict[str, float] = {}
+    for d in reads:
+        totals[d.text] = totals.get(d.text, 0.0) + d.mean_confidence
+    winner = max(totals, key=lambda t: totals[t])
+    return max((d for d in reads if d.text == winner), key=lambda d: d.mean_confidence)
+
+
 def ctc_greedy(probs: np.ndarray, alphabet: list[str]) -> Decoded:
     """Best path of one (columns, classes) softmax: collapse repeats, drop blanks (class 0).
 
@@ -449,17 +473,29 @@ class PlateOcrReader:
 
         With the second network, it (the small, ~5x cheaper one) reads every line first, and only the
         lines it is not sure of (mean character confidence under `ocr.second_sure`) are read by
-        plate_ocr too, the surer read winning: about half the lines skip the big network.
+        plate_ocr too, the surer read winning: about half the lines skip the big network. Lines
+        still unsure (under `ocr.vote_below`) are read zoomed (`VOTE_SCALES`) by every network, and
+        the reads vote (`vote`): one more forward pass per network for all of them together.
         """
         batch = to_batch(lines).numpy()
         if len(self.networks) == 1:
-            return [ctc_greedy(p, self.alphabet) for p in self.networks[0].probs(batch)]
-        main, small = self.networks
-        reads = [ctc_greedy(p, self.alphabet) for p in small.probs(batch)]
-        unsure = [i for i, d in enumerate(reads) if d.mean_confidence < self.cfg.second_sure]
+            reads = [ctc_greedy(p, self.alphabet) for p in self.networks[0].probs(batch)]
+        else:
+            main, small = self.networks
+            reads = [ctc_greedy(p, self.alphabet) for p in small.probs(batch)]
+            unsure = [i for i, d in enumerate(reads) if d.mean_confidence < self.cfg.second_sure]
+            if unsure:
+                for i, p in zip(unsure, main.probs(batch[unsure]), strict=True):
+                    reads[i] = max(ctc_greedy(p, self.alphabet), reads[i], key=lambda d: d.mean_confidence)
+        # Still unsure: read the line zoomed in and out by every network and let the reads vote.
+        unsure = [i for i, d in enumerate(reads) if d.mean_confidence < self.cfg.vote_below]
         if unsure:
-            for i, p in zip(unsure, main.probs(batch[unsure]), strict=True):
-                reads[i] = max(ctc_greedy(p, self.alphabet), reads[i], key=lambda d: d.mean_confidence)
+            zoomed = to_batch([scaled(lines[i], s) for i in unsure for s in VOTE_SCALES]).numpy()
+            probs = [n.probs(zoomed) for n in self.networks]
+            k = len(VOTE_SCALES)
+            for j, i in enumerate(unsure):
+                again = [ctc_greedy(p[j * k + m], self.alphabet) for p in probs for m in range(k)]
+                reads[i] = vote([reads[i], *again])
         return reads
 
     def read(self, crop: np.ndarray) -> PlateRead | None:

@@ -18,6 +18,8 @@ from anpr.models import PLATE_OCR, PLATE_OCR_SMALL, ModelError, ModelFile, sha25
 from anpr.ocr import (
     LINE_H,
     LINE_W,
+    VOTE_SCALES,
+    Decoded,
     EasyOcrReader,
     PlateOcrReader,
     ctc_greedy,
@@ -28,11 +30,13 @@ from anpr.ocr import (
     line_image,
     make_reader,
     row_split,
+    scaled,
     slant_of,
     text_band,
     text_row,
     to_batch,
     to_gray,
+    vote,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -246,6 +250,7 @@ def test_big_network_reads_only_the_lines_the_small_one_is_unsure_of(
     batches: list[int] = []
     big_probs = big.probs
     monkeypatch.setattr(big, "probs", lambda batch: batches.append(len(batch)) or big_probs(batch))
+    monkeypatch.setattr(reader, "cfg", reader.cfg.model_copy(update={"vote_below": 0.0}))  # no zoomed re-reads
     lines = [line_image(to_gray(_sheared_plate(style, 0.0)[0]), two_rows=False) for style in ("UA", "MD", "PL")]
     lines.append(np.random.default_rng(1).integers(0, 256, (LINE_H, LINE_W), dtype=np.uint8))  # noise: unsure
     small_reads = [ctc_greedy(p, reader.alphabet) for p in small.probs(to_batch(lines).numpy())]
@@ -358,6 +363,47 @@ def test_two_row_plate_in_a_loose_crop_is_read_whole(reader: PlateOcrReader, see
     cut through); cut between the glyph rows, whole."""
     read = reader.read(_loose_two_row_crop(seed))
     assert read is not None and read.text == "BH4315XT"
+
+
+def _decoded(text: str, confidence: float) -> Decoded:
+    return Decoded(text, (confidence,) * len(text))
+
+
+def test_vote_sums_confidence_per_text() -> None:
+    reads = [_decoded("AB123", 0.95), _decoded("AB128", 0.6), _decoded("AB128", 0.7), _decoded("AB12", 0.9)]
+    assert vote(reads) == reads[2]  # two middling reads that agree beat the surest one
+    assert vote(reads[:2]) == reads[0]
+
+
+def test_scaled_zooms_about_the_centre() -> None:
+    line = np.zeros((LINE_H, LINE_W), np.uint8)
+    line[12:20, 60:68] = 255
+    for scale in VOTE_SCALES:
+        ys, xs = np.nonzero(scaled(line, scale) > 127)
+        assert scaled(line, scale).shape == line.shape
+        assert abs(xs.mean() - 63.5) < 1 and abs(ys.mean() - 15.5) < 1  # the centre stays put
+        assert len(xs) == pytest.approx(64 * scale**2, rel=0.3)
+
+
+@pytest.mark.slow
+def test_only_lines_still_unsure_are_read_zoomed_and_voted(
+    reader: PlateOcrReader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lines = [line_image(to_gray(_sheared_plate(style, 0.0)[0]), two_rows=False) for style in ("UA", "MD", "PL")]
+    lines.append(np.random.default_rng(1).integers(0, 256, (LINE_H, LINE_W), dtype=np.uint8))  # noise: unsure
+    monkeypatch.setattr(reader, "cfg", reader.cfg.model_copy(update={"vote_below": 0.0}))
+    before = reader.read_lines(lines)
+    monkeypatch.setattr(reader, "cfg", reader.cfg.model_copy(update={"vote_below": 0.97}))
+    batches: list[int] = []
+    for network in reader.networks:
+        probs = network.probs
+        monkeypatch.setattr(network, "probs", lambda batch, probs=probs: batches.append(len(batch)) or probs(batch))
+    after = reader.read_lines(lines)
+    unsure = [i for i, d in enumerate(before) if d.mean_confidence < 0.97]
+    assert unsure == [3]  # the three plates are sure, the noise is not
+    zoomed = len(VOTE_SCALES) * len(unsure)
+    assert batches[-2:] == [zoomed, zoomed]  # one zoomed batch per network, the unsure lines only
+    assert [d.text for d in after[:3]] == [d.text for d in before[:3]]
 
 
 def tiny_training_run(work: Path, workers: int) -> dict[str, Any]:
