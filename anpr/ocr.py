@@ -318,8 +318,9 @@ class Decoded:
         return float(np.mean(self.char_confidences)) if self.char_confidences else 0.0
 
 
-# Zooms of an unsure line read again for the vote (`PlateOcrReader.read_lines`): about one glyph
-# width's change in the line's scale, so the CTC columns fall differently across the glyphs.
+# Zooms of an unsure line read again for the vote (`PlateOcrReader.read_lines`): they move the glyphs
+# near the line's ends by up to ~5 px (a third of a glyph), so the CTC columns fall differently
+# across them. The first pair tried, not tuned.
 VOTE_SCALES = (0.92, 1.08)
 
 
