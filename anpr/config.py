@@ -146,7 +146,7 @@ class OcrConfig(Strict):
         le=1.01,
         description="plate_ocr: a line still read with a lower mean character confidence is read again "
         "scaled 0.92x and 1.08x by every network, and the text with the highest summed confidence wins "
-        "(4 more forward passes for such a line; held-out BR/US/EU/US photos +2/+1/+4/+1, US crops' "
+        "(4 more forward passes for such a line; held-out BR/US/EU/US photos +2/+1/+3/+1, US crops' "
         "median time 9 -> 19 ms, "
         "models/plate_ocr.md); 0 never votes",
     )

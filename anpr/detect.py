@@ -152,8 +152,6 @@ def detect_tiled(detector: PlateDetector, image: np.ndarray, imgsz: int, iou: fl
             cut |= (x2 < w and b.x2 >= x2 - x1 - 1) or (y2 < h and b.y2 >= y2 - y1 - 1)
             if not cut:
                 found.append(PlateDetection(Box(b.x1 + x1, b.y1 + y1, b.x2 + x1, b.y2 + y1), d.confidence))
-    if not found:
-        return []
     boxes = [[d.box.x1, d.box.y1, d.box.x2 - d.box.x1, d.box.y2 - d.box.y1] for d in found]
     keep = cv2.dnn.NMSBoxes(boxes, [d.confidence for d in found], 0.0, iou)
     return sorted((found[int(i)] for i in np.ravel(keep)), key=lambda d: d.confidence, reverse=True)

@@ -34,6 +34,11 @@ def with_tiles(cfg: AnprConfig, tiles: bool) -> AnprConfig:
     return cfg.model_copy(update={"detector": cfg.detector.model_copy(update={"tile_photos": tiles})})
 
 
+def recognizer(models: PlateRecognizer, cfg: AnprConfig) -> PlateRecognizer:
+    """The loaded detector and reader under another config: tiling and grammars are read per call."""
+    return PlateRecognizer(models.detector, models.reader, cfg)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--upscale", type=float, default=2.5, help="factor for the plate-free scenes")
@@ -41,16 +46,17 @@ def main() -> None:
     base = load_config()
     sets = [("openalpr-us", PlatesConfig(countries=[])), ("ua-plates", base.plates)]
     negatives = sorted((DATASETS / "negatives").glob("*.jpg"))
+    models = PlateRecognizer.from_config(base)
     rows = []
     for tiles in (False, True):
         cfg = with_tiles(base, tiles)
         row = ["tiles" if tiles else "whole image"]
         for name, plates in sets:
-            rec = PlateRecognizer.from_config(cfg.model_copy(update={"plates": plates}))
+            rec = recognizer(models, cfg.model_copy(update={"plates": plates}))
             outcomes = [evaluate_sample(rec, s) for s in load_samples(DATASETS / name)]
             hits = sum(o.corrected == o.sample.plate for o in outcomes)
             row.append(f"{hits}/{len(outcomes)} ({np.median([o.ms for o in outcomes]):.0f} ms)")
-        rec = PlateRecognizer.from_config(cfg)
+        rec = recognizer(models, cfg)
         for scale in (1.0, args.upscale):
             false_reads, ms = 0, []
             for path in negatives:

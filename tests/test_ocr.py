@@ -25,7 +25,7 @@ from anpr.ocr import (
     ctc_greedy,
     deslant,
     glyph_boxes,
-    glyph_rows_split,
+    glyph_rows,
     level_row,
     line_image,
     make_reader,
@@ -343,7 +343,8 @@ def _loose_two_row_crop(seed: int) -> np.ndarray:
 
 def test_glyph_rows_split_cuts_between_the_rows_where_the_contrast_profile_does_not() -> None:
     gray = to_gray(_loose_two_row_crop(0))
-    split = glyph_rows_split(gray)
+    row, split = glyph_rows(gray)
+    assert row is None  # two rows: no single row to level
     assert split is not None
     # No glyph is cut (by more than 2 px: the rows are turned, the cut is level): the 2 glyphs of
     # the top row above it, the 6 of the bottom row below it.
@@ -353,7 +354,7 @@ def test_glyph_rows_split_cuts_between_the_rows_where_the_contrast_profile_does_
     assert not ((top < split - 2) & (bottom > split + 2)).any()
     assert (bottom <= split + 2).sum() == 2 and (top >= split - 2).sum() == 6
     assert abs(split - row_split(gray)) > 0.1 * gray.shape[0], "the contrast profile cuts elsewhere"
-    assert glyph_rows_split(to_gray(_sheared_plate("UA", 0.0)[0])) is None  # one row: no split
+    assert glyph_rows(to_gray(_sheared_plate("UA", 0.0)[0]))[1] is None  # one row: no split
 
 
 @pytest.mark.slow
@@ -373,6 +374,9 @@ def test_vote_sums_confidence_per_text() -> None:
     reads = [_decoded("AB123", 0.95), _decoded("AB128", 0.6), _decoded("AB128", 0.7), _decoded("AB12", 0.9)]
     assert vote(reads) == reads[2]  # two middling reads that agree beat the surest one
     assert vote(reads[:2]) == reads[0]
+    # Noise: every text read once. The surest of them must not replace the read being checked.
+    noise = [_decoded("X1Y2", 0.5), _decoded("AB12", 0.9), _decoded("CD34", 0.8)]
+    assert vote(noise) is noise[0]
 
 
 def test_scaled_zooms_about_the_centre() -> None:
@@ -383,6 +387,12 @@ def test_scaled_zooms_about_the_centre() -> None:
         assert scaled(line, scale).shape == line.shape
         assert abs(xs.mean() - 63.5) < 1 and abs(ys.mean() - 15.5) < 1  # the centre stays put
         assert len(xs) == pytest.approx(64 * scale**2, rel=0.3)
+    # Two marks near the ends: their distance grows and shrinks with the zoom (identity would not).
+    ends = np.zeros((LINE_H, LINE_W), np.uint8)
+    ends[14:18, [14, 113]] = 255
+    for scale in VOTE_SCALES:
+        xs = np.nonzero(scaled(ends, scale)[16] > 60)[0]
+        assert xs.max() - xs.min() == pytest.approx(99 * scale, abs=2)
 
 
 @pytest.mark.slow
