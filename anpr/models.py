@@ -49,7 +49,7 @@ EASYOCR_FILES = {
 # runs both networks on every line (english_g2's architecture, fine-tuned; and our small CRNN).
 PLATE_OCR = ModelFile(
     "plate_ocr.pth",
-    "f47054462baafb0c429a16437c890b1b01a81d9777cce658461910f5daa1f513",
+    "8fd2abe084ad985e94fcf07244a76e07225f295066d0e9dc71fbc5b433a80c88",
     "models/ (scripts/train_ocr.py, see models/plate_ocr.md)",
 )
 PLATE_OCR_SMALL = ModelFile(

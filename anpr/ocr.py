@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import yaml
 
 from anpr.config import MODELS_DIR, OcrConfig
 from anpr.models import PLATE_OCR, easyocr_model_dir, enforce_offline, openvino_f32_config, plate_ocr_weights
@@ -33,9 +34,11 @@ STOCK_NETWORKS = frozenset({"english_g2"})  # EasyOCR's own; anything else is a 
 SECOND_NETWORK = "plate_ocr_small"  # read beside plate_ocr when ocr.second_network is on
 MIN_CHARS = 4  # shortest plate the grammars and the generic rule accept
 
-# Input of the plate network: gray, 32 px high (glyph strokes stay >= 2 px), stretched to 128 px
-# wide (32 CTC columns: room for 10 characters with blanks between doubles). Stretching, not
-# padding, keeps every character a similar size whatever the plate's aspect ratio.
+# Input of the plate networks: gray lines 4x as wide as high, the crop stretched to fill them
+# (stretching, not padding, keeps every character a similar size whatever the plate's aspect ratio).
+# Each network reads at the height it was trained on (its yaml's imgH): plate_ocr_small 32 x 128
+# (glyph strokes stay >= 2 px; 32 CTC columns), plate_ocr 48 x 192 since session 12 (a 2:1 plate
+# crop loses less of its glyphs' height: Q vs O, E vs F).
 LINE_H = 32
 LINE_W = 128
 # Margins around a levelled row of glyphs, in glyph heights (`level_row`): a plate's characters are
@@ -277,9 +280,9 @@ def deslant(gray: np.ndarray) -> np.ndarray:
     return _sheared(gray, x_per_y=slant, about=(0, gray.shape[0] / 2)) if slant else gray
 
 
-def line_image(gray: np.ndarray, two_rows: bool, split: int | None = None) -> np.ndarray:
-    """The crop as one LINE_H x LINE_W text line; a two-row plate's rows are put side by side,
-    cut at `split` (default: `row_split`).
+def line_image(gray: np.ndarray, two_rows: bool, split: int | None = None, height: int = LINE_H) -> np.ndarray:
+    """The crop as one `height` x 4 `height` text line (LINE_H x LINE_W by default); a two-row
+    plate's rows are put side by side, cut at `split` (default: `row_split`).
 
     Unstacking in the image (rather than training the network on stacked rows) keeps one simple
     line reader for every plate and reads the rows in order: top row, then bottom row.
@@ -289,9 +292,9 @@ def line_image(gray: np.ndarray, two_rows: bool, split: int | None = None) -> np
     if two_rows and gray.shape[0] >= 4:
         s = row_split(gray) if split is None else split
         rows = [gray[:s], gray[s:]]
-        rows = [cv2.resize(r, (max(1, round(r.shape[1] * LINE_H / r.shape[0])), LINE_H)) for r in rows]
+        rows = [cv2.resize(r, (max(1, round(r.shape[1] * height / r.shape[0])), height)) for r in rows]
         gray = np.hstack(rows)
-    return cv2.resize(gray, (LINE_W, LINE_H), interpolation=cv2.INTER_AREA)
+    return cv2.resize(gray, (height * LINE_W // LINE_H, height), interpolation=cv2.INTER_AREA)
 
 
 def to_batch(lines: list[np.ndarray]) -> Any:
@@ -300,6 +303,19 @@ def to_batch(lines: list[np.ndarray]) -> Any:
 
     x = np.stack(lines).astype(np.float32)[:, None] / 127.5 - 1.0
     return torch.from_numpy(x)
+
+
+@dataclass(frozen=True, slots=True)
+class LineCut:
+    """A gray crop to read as one line, and how (`line_image`'s arguments): each network makes the
+    line at its own height."""
+
+    gray: np.ndarray
+    two_rows: bool = False
+    split: int | None = None
+
+    def line(self, height: int) -> np.ndarray:
+        return line_image(self.gray, self.two_rows, self.split, height)
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,7 +410,7 @@ def _easyocr_reader(cfg: OcrConfig, model_dir: Path, **options: Any) -> Any:
             easyocr_module.imgH = stock_height
 
 
-def _openvino_network(module: Any, threads: int) -> Any:
+def _openvino_network(module: Any, threads: int, height: int) -> Any:
     """`module` (the network EasyOCR built) converted to OpenVINO in memory, for batches of lines.
 
     Why: the same weights run ~4x faster than on torch on this CPU (plate_ocr_small's forward pass of
@@ -405,7 +421,8 @@ def _openvino_network(module: Any, threads: int) -> Any:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracing warnings from torch, not about our inputs
-        model = ov.convert_model(module, example_input=torch.zeros(1, 1, LINE_H, LINE_W), input=[-1, 1, LINE_H, LINE_W])
+        shape = [1, 1, height, height * LINE_W // LINE_H]
+        model = ov.convert_model(module, example_input=torch.zeros(*shape), input=[-1, *shape[1:]])
     return ov.Core().compile_model(model, "CPU", openvino_f32_config(INFERENCE_NUM_THREADS=threads))
 
 
@@ -424,10 +441,21 @@ class PlateNetwork:
         self.reader: Any = _easyocr_reader(cfg, MODELS_DIR, user_network_directory=str(MODELS_DIR), detector=False)
         self.reader.recognizer.eval()
         self.alphabet: list[str] = list(self.reader.converter.character)
-        self.compiled: Any = _openvino_network(self.reader.recognizer, cfg.threads) if on_openvino else None
+        # The line height the network was trained on (its yaml's imgH; EasyOCR keeps it only in a global).
+        self.height = int(yaml.safe_load((MODELS_DIR / f"{network}.yaml").read_text(encoding="utf-8"))["imgH"])
+        self.compiled: Any = None
+        if on_openvino:
+            self.compiled = _openvino_network(self.reader.recognizer, cfg.threads, self.height)
         # One read at load: the first inference of a compiled model is slow (lazy set-up), and a lane's
         # first car must not pay for it while its frames pile up.
-        self.probs(np.zeros((1, 1, LINE_H, LINE_W), np.float32))
+        self.read([LineCut(np.zeros((self.height, 1), np.uint8))])
+
+    def read(self, cuts: list[LineCut], scales: tuple[float, ...] = (1.0,)) -> list[Decoded]:
+        """Each cut as a line of this network's height, zoomed by each of `scales` (cut by cut),
+        decoded in one batch."""
+        lines = [c.line(self.height) for c in cuts]
+        lines = [line if s == 1.0 else scaled(line, s) for line in lines for s in scales]
+        return [ctc_greedy(p, self.alphabet) for p in self.probs(to_batch(lines).numpy())]
 
     def probs(self, batch: np.ndarray) -> np.ndarray:
         """(lines, columns, classes) character probabilities of a `to_batch` array."""
@@ -466,8 +494,8 @@ class PlateOcrReader:
             raise ValueError(f"{cfg.network} and {SECOND_NETWORK} must share one character_list (models/*.yaml)")
         self.max_slope = float(np.tan(np.radians(cfg.level_above_deg)))
 
-    def read_lines(self, lines: list[np.ndarray]) -> list[Decoded]:
-        """Decode a batch of LINE_H x LINE_W gray lines (one forward pass per network).
+    def read_lines(self, cuts: list[LineCut]) -> list[Decoded]:
+        """Decode a batch of line cuts (one forward pass per network, each at its own line height).
 
         With the second network, it (the small, ~5x cheaper one) reads every line first, and only the
         lines it is not sure of (mean character confidence under `ocr.second_sure`) are read by
@@ -475,25 +503,22 @@ class PlateOcrReader:
         still unsure (under `ocr.vote_below`) are read zoomed (`VOTE_SCALES`) by every network, and
         the reads vote (`vote`): one more forward pass per network for all of them together.
         """
-        batch = to_batch(lines).numpy()
         if len(self.networks) == 1:
-            reads = [ctc_greedy(p, self.alphabet) for p in self.networks[0].probs(batch)]
+            reads = self.networks[0].read(cuts)
         else:
             main, small = self.networks
-            reads = [ctc_greedy(p, self.alphabet) for p in small.probs(batch)]
+            reads = small.read(cuts)
             unsure = [i for i, d in enumerate(reads) if d.mean_confidence < self.cfg.second_sure]
             if unsure:
-                for i, p in zip(unsure, main.probs(batch[unsure]), strict=True):
-                    reads[i] = max(ctc_greedy(p, self.alphabet), reads[i], key=lambda d: d.mean_confidence)
+                for i, d in zip(unsure, main.read([cuts[i] for i in unsure]), strict=True):
+                    reads[i] = max(d, reads[i], key=lambda d: d.mean_confidence)
         # Still unsure: read the line zoomed in and out by every network and let the reads vote.
         unsure = [i for i, d in enumerate(reads) if d.mean_confidence < self.cfg.vote_below]
         if unsure:
-            zoomed = to_batch([scaled(lines[i], s) for i in unsure for s in VOTE_SCALES]).numpy()
-            probs = [n.probs(zoomed) for n in self.networks]
+            again = [n.read([cuts[i] for i in unsure], VOTE_SCALES) for n in self.networks]
             k = len(VOTE_SCALES)
             for j, i in enumerate(unsure):
-                again = [ctc_greedy(p[j * k + m], self.alphabet) for p in probs for m in range(k)]
-                reads[i] = vote([reads[i], *again])
+                reads[i] = vote([reads[i], *(d for a in again for d in a[j * k : (j + 1) * k])])
         return reads
 
     def read(self, crop: np.ndarray) -> PlateRead | None:
@@ -510,14 +535,14 @@ class PlateOcrReader:
                 gray, levelled = cut, True
         gray = deslant(gray)
         h, w = gray.shape
-        lines = [line_image(gray, two_rows=False)]
+        cuts = [LineCut(gray)]
         # A square-ish crop may be a two-row plate (or a ~2:1 US plate): read it both ways in one
         # batch. Read as one line, a two-row plate often gives its bigger row alone, confidently.
         if w < self.cfg.two_row_aspect * h:
-            lines.append(line_image(gray, two_rows=True))
+            cuts.append(LineCut(gray, two_rows=True))
             if split is not None:  # found on the crop as cut: a two-row crop is never levelled, deslant moves only x
-                lines.append(line_image(gray, two_rows=True, split=split))
-        reads = self.read_lines(lines)
+                cuts.append(LineCut(gray, two_rows=True, split=split))
+        reads = self.read_lines(cuts)
         best = max(reads, key=self._rank)
         holding = [r for r in reads[1:] if reads[0].text in r.text and len(r.text) >= MIN_CHARS]
         if holding:
@@ -528,16 +553,16 @@ class PlateOcrReader:
             band = round(w / self.cfg.band_aspect)
             if 4 <= band < h:
                 top, bottom = text_band(gray, band)
-                best = max([best, *self.read_lines([line_image(gray[top:bottom], two_rows=False)])], key=self._rank)
+                best = max([best, *self.read_lines([LineCut(gray[top:bottom])])], key=self._rank)
         if best.mean_confidence < self.cfg.retry_below:
             # Still unsure: the row or the slant may have been misjudged (a badge between the glyph
             # groups, a frame edge), or a row flatter than level_above_deg may read better levelled
             # after all. Read the crop as cut and, if it was not levelled, levelled; the surest wins.
-            extra = [] if gray is as_cut else [line_image(as_cut, two_rows=False)]
+            extra = [] if gray is as_cut else [LineCut(as_cut)]
             if row is not None and not levelled:
                 upright = deslant(level_row(as_cut, row))
                 if min(upright.shape) >= 2:
-                    extra.append(line_image(upright, two_rows=False))
+                    extra.append(LineCut(upright))
             if extra:
                 best = max([best, *self.read_lines(extra)], key=self._rank)
         if not best.text or best.mean_confidence < self.cfg.min_confidence:

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from anpr.config import OcrConfig  # noqa: E402
-from anpr.ocr import EasyOcrReader, PlateOcrReader, line_image, to_gray  # noqa: E402
+from anpr.ocr import EasyOcrReader, LineCut, PlateOcrReader, to_gray  # noqa: E402
 
 
 def real_crops(n: int) -> list[np.ndarray]:
@@ -79,7 +79,7 @@ def main() -> None:
     crops = real_crops(args.crops) if use_real else synthetic_crops(args.crops)
     print(f"{len(crops)} {'real held-out' if use_real else 'synthetic'} crops, {args.threads} torch thread(s)")
 
-    lines = [line_image(to_gray(c), two_rows=False) for c in crops]
+    lines = [LineCut(to_gray(c)) for c in crops]
     rows: list[tuple[str, list[float]]] = []
     for runtime in ("openvino", "torch"):
         ours = PlateOcrReader(OcrConfig(network="plate_ocr", runtime=runtime, threads=args.threads))

@@ -284,9 +284,9 @@ def cut(sample: Sample, pad_x: float, pad_y: float, shift_x: float = 0.0, shift_
     return sample.image[b:d, a:c]
 
 
-def eval_line(sample: Sample) -> np.ndarray:
+def eval_line(sample: Sample, height: int) -> np.ndarray:
     """Held-out crops: the padding anpr/recognize.py uses, no randomness."""
-    return line_image(cut(sample, PAD_X, PAD_Y), sample.two_rows)
+    return line_image(cut(sample, PAD_X, PAD_Y), sample.two_rows, height=height)
 
 
 def warp(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -319,7 +319,7 @@ def coarsen(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-def train_line(sample: Sample, rng: np.random.Generator) -> np.ndarray:
+def train_line(sample: Sample, rng: np.random.Generator, height: int) -> np.ndarray:
     """A randomly cut and jittered training line.
 
     A third of the crops are very loose vertically (the plate 30-60 % of the crop's height): the
@@ -338,7 +338,7 @@ def train_line(sample: Sample, rng: np.random.Generator) -> np.ndarray:
         crop = warp(crop, rng)
     if rng.random() < 0.25:
         crop = coarsen(crop, rng)
-    line = line_image(crop, sample.two_rows).astype(np.float32)
+    line = line_image(crop, sample.two_rows, height=height).astype(np.float32)
     if rng.random() < 0.2:
         line = cv2.GaussianBlur(line, (0, 0), float(rng.uniform(0.4, 1.2)))
     contrast, gamma = rng.uniform(0.5, 1.3), rng.uniform(0.7, 1.4)
@@ -375,6 +375,20 @@ def init_state(path: Path, alphabet: str) -> dict[str, torch.Tensor]:
     return state
 
 
+def earlier_stage(path: Path, network: str) -> dict[str, torch.Tensor]:
+    """The weights of a finished run of `network` (its <work>/last.pt): the stage a multi-stage
+    recipe builds on (`make train-ocr`: plate_ocr at 32 px lines, then at 48). Not pinned by sha256
+    like a committed base: the same command chain makes it, bit for bit."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    done, a = ckpt["epoch"], ckpt["args"]
+    if a["network"] != network or done != a["epochs"]:
+        raise SystemExit(f"{path} is {a['network']} after epoch {done} of {a['epochs']}, not a finished {network} "
+                         "run: run that stage to its end first (make train-ocr runs the stages in order)")
+    log(f"initialised from {path}: {network} after {done} epochs at lr {a['lr']} from {a['init']}, "
+        f"{a.get('height')} px lines, held-out {ckpt['scores']}")
+    return dict(ckpt["model"])
+
+
 def encode(labels: list[str], alphabet: str) -> tuple[torch.Tensor, torch.Tensor]:
     index = {c: i + 1 for i, c in enumerate(alphabet)}
     flat = [index[c] for label in labels for c in label]
@@ -393,15 +407,15 @@ def greedy(scores: torch.Tensor, alphabet: str) -> list[str]:
     return out
 
 
-def accuracy(model: nn.Module, samples: list[Sample], alphabet: str) -> float:
+def accuracy(model: nn.Module, samples: list[Sample], alphabet: str, height: int) -> float:
     """Exact whole-plate reads (raw network output, no grammar)."""
     model.eval()
     hits = 0
     with torch.inference_mode():
         for i in range(0, len(samples), 128):
             chunk = samples[i : i + 128]
-            preds = greedy(model(to_batch([eval_line(s) for s in chunk]).contiguous(memory_format=torch.channels_last)),
-                           alphabet)
+            x = to_batch([eval_line(s, height) for s in chunk]).contiguous(memory_format=torch.channels_last)
+            preds = greedy(model(x), alphabet)
             hits += sum(p == s.label for p, s in zip(preds, chunk, strict=True))
     model.train()
     return hits / max(1, len(samples))
@@ -444,8 +458,10 @@ def main() -> None:
     ap.add_argument(
         "--init", type=Path, help="fine-tune these weights (an exported .pth, e.g. models/plate_ocr_base.pth, or "
         "english_g2: EasyOCR's stock recogniser) instead of training from scratch; their sha256 must be pinned in "
-        "anpr/models.py"
+        "anpr/models.py. Or a finished run's checkpoint (<work>/last.pt) of the same network: the stage before"
     )
+    ap.add_argument("--height", type=int, help="line height to train at (default: imgH in models/<network>.yaml); "
+                    "a stage at another height feeds a later --init <work>/last.pt stage")
     args = ap.parse_args()
 
     global LOG
@@ -455,6 +471,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     cfg = load_yaml(args.network)
     alphabet: str = cfg["character_list"]
+    height: int = args.height or cfg["imgH"]  # lines are 4x as wide as high
 
     renders = args.renders or args.work
     renders.mkdir(parents=True, exist_ok=True)
@@ -475,7 +492,9 @@ def main() -> None:
         + ", ".join(f"{k} {len(v)} held out" for k, v in heldout.items()))
 
     model = build_model(args.network, cfg)
-    if args.init is not None:
+    if args.init is not None and args.init.suffix == ".pt":
+        model.load_state_dict(earlier_stage(args.init, args.network))
+    elif args.init is not None:
         init = easyocr_model_dir() / STOCK_INIT if str(args.init) == STOCK_INIT.removesuffix(".pth") else args.init
         # Checked like every model file: a changed base would silently change the shipped weights.
         verify_model_file(init)
@@ -492,8 +511,9 @@ def main() -> None:
     if ckpt_path.is_file():
         ckpt = torch.load(ckpt_path, weights_only=False)
         # Resume only the same run: another schedule or base would mix two recipes into one model.
-        saved, wanted = ckpt["args"], vars(args) | {"init": str(args.init) if args.init else None}
-        if all(saved.get(k) == wanted[k] for k in ("network", "epochs", "steps", "batch", "lr", "seed", "init")):
+        saved, wanted = ckpt["args"], vars(args) | {"init": str(args.init) if args.init else None, "height": height}
+        same = ("network", "epochs", "steps", "batch", "lr", "seed", "init", "height")
+        if all(saved.get(k) == wanted[k] for k in same):
             model.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["opt"])
             sched.load_state_dict(ckpt["sched"])
@@ -515,7 +535,7 @@ def main() -> None:
             picks = [synth[i] for i in rng.integers(0, len(synth), n_synth)]
             for pool in real_train.values():
                 picks += [pool[i] for i in rng.integers(0, len(pool), n_per_set)]
-            x = to_batch([train_line(s, rng) for s in picks]).contiguous(memory_format=torch.channels_last)
+            x = to_batch([train_line(s, rng, height) for s in picks]).contiguous(memory_format=torch.channels_last)
             targets, lengths = encode([s.label for s in picks], alphabet)
             logp = model(x).log_softmax(2).permute(1, 0, 2)  # (T, B, C) for CTCLoss
             loss = ctc(logp, targets, torch.full((len(picks),), logp.shape[0], dtype=torch.long), lengths)
@@ -527,8 +547,8 @@ def main() -> None:
             losses.append(float(loss.detach()))
             if (step + 1) % 50 == 0:
                 log(f"  step {epoch * args.steps + step + 1}/{total} loss {np.mean(losses[-50:]):.4f}")
-        scores = {"synthetic": accuracy(model, synth_val, alphabet)}
-        scores.update({k: accuracy(model, v, alphabet) for k, v in heldout.items()})
+        scores = {"synthetic": accuracy(model, synth_val, alphabet, height)}
+        scores.update({k: accuracy(model, v, alphabet, height) for k, v in heldout.items()})
         log(f"epoch {epoch + 1}/{args.epochs} loss {np.mean(losses):.4f} lr {sched.get_last_lr()[0]:.2e} "
             + " ".join(f"{k} {v:.3f}" for k, v in scores.items()) + f" ({time.time() - t0:.0f} s)")
         torch.save(
@@ -539,7 +559,8 @@ def main() -> None:
                 "rng": rng.bit_generator.state,
                 "torch_rng": torch.get_rng_state(),
                 "epoch": epoch + 1,
-                "args": vars(args) | {"work": str(args.work), "init": str(args.init) if args.init else None},
+                "args": vars(args) | {"work": str(args.work), "init": str(args.init) if args.init else None,
+                                      "height": height},
                 "scores": scores,
                 "loss": float(np.mean(losses)),
             },

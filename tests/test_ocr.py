@@ -21,6 +21,7 @@ from anpr.ocr import (
     VOTE_SCALES,
     Decoded,
     EasyOcrReader,
+    LineCut,
     PlateOcrReader,
     ctc_greedy,
     deslant,
@@ -34,7 +35,6 @@ from anpr.ocr import (
     slant_of,
     text_band,
     text_row,
-    to_batch,
     to_gray,
     vote,
 )
@@ -97,6 +97,7 @@ def test_text_band_finds_the_glyph_rows_in_a_loose_crop() -> None:
 @pytest.mark.parametrize("two_rows", [False, True])
 def test_line_image_is_network_sized(two_rows: bool) -> None:
     assert line_image(_two_row_image(), two_rows).shape == (LINE_H, LINE_W)
+    assert line_image(_two_row_image(), two_rows, height=48).shape == (48, 192)
 
 
 def _sheared_plate(style: str, slope: float, seed: int = 3, slant: float = 0.0) -> tuple[np.ndarray, str]:
@@ -234,12 +235,29 @@ def test_openvino_backend_gives_the_torch_networks_reads(reader: PlateOcrReader)
     on_torch = PlateOcrReader(OcrConfig(network="plate_ocr", runtime="torch", quantize=False))
     assert all(n.compiled is None for n in on_torch.networks)
     rng = np.random.default_rng(3)
-    lines = [rng.integers(0, 256, (LINE_H, LINE_W), dtype=np.uint8) for _ in range(3)]
-    lines += [line_image(to_gray(_sheared_plate(style, 0.0)[0]), two_rows=False) for style in ("UA", "MD", "PL")]
+    lines = [LineCut(rng.integers(0, 256, (LINE_H, LINE_W), dtype=np.uint8)) for _ in range(3)]
+    lines += [LineCut(to_gray(_sheared_plate(style, 0.0)[0])) for style in ("UA", "MD", "PL")]
     for a, b in zip(reader.read_lines(lines), on_torch.read_lines(lines), strict=True):
         assert a.text == b.text
         np.testing.assert_allclose(a.char_confidences, b.char_confidences, atol=1e-4)
     assert [d.text for d in reader.read_lines(lines[3:])] == [_sheared_plate(s, 0.0)[1] for s in ("UA", "MD", "PL")]
+
+
+@pytest.mark.slow
+def test_each_network_reads_lines_of_the_height_it_was_trained_on(
+    reader: PlateOcrReader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shapes: dict[str, set[tuple[int, ...]]] = {}
+    for name, network in zip(("plate_ocr", "plate_ocr_small"), reader.networks, strict=True):
+        probs = network.probs
+        def recorded(batch: np.ndarray, probs: Any = probs, name: str = name) -> np.ndarray:
+            shapes.setdefault(name, set()).add(batch.shape[1:])
+            return probs(batch)
+
+        monkeypatch.setattr(network, "probs", recorded)
+    noise = np.random.default_rng(1).integers(0, 256, (60, 90, 3), dtype=np.uint8)  # unsure: both networks read it
+    reader.read(noise)
+    assert shapes == {"plate_ocr": {(1, 48, 192)}, "plate_ocr_small": {(1, 32, 128)}}
 
 
 @pytest.mark.slow
@@ -251,9 +269,9 @@ def test_big_network_reads_only_the_lines_the_small_one_is_unsure_of(
     big_probs = big.probs
     monkeypatch.setattr(big, "probs", lambda batch: batches.append(len(batch)) or big_probs(batch))
     monkeypatch.setattr(reader, "cfg", reader.cfg.model_copy(update={"vote_below": 0.0}))  # no zoomed re-reads
-    lines = [line_image(to_gray(_sheared_plate(style, 0.0)[0]), two_rows=False) for style in ("UA", "MD", "PL")]
-    lines.append(np.random.default_rng(1).integers(0, 256, (LINE_H, LINE_W), dtype=np.uint8))  # noise: unsure
-    small_reads = [ctc_greedy(p, reader.alphabet) for p in small.probs(to_batch(lines).numpy())]
+    lines = [LineCut(to_gray(_sheared_plate(style, 0.0)[0])) for style in ("UA", "MD", "PL")]
+    lines.append(LineCut(np.random.default_rng(1).integers(0, 256, (LINE_H, LINE_W), dtype=np.uint8)))  # noise: unsure
+    small_reads = small.read(lines)
     unsure = sum(d.mean_confidence < reader.cfg.second_sure for d in small_reads)
     reads = reader.read_lines(lines)
     assert 1 <= unsure < len(lines) and batches == [unsure]
@@ -399,8 +417,8 @@ def test_scaled_zooms_about_the_centre() -> None:
 def test_only_lines_still_unsure_are_read_zoomed_and_voted(
     reader: PlateOcrReader, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    lines = [line_image(to_gray(_sheared_plate(style, 0.0)[0]), two_rows=False) for style in ("UA", "MD", "PL")]
-    lines.append(np.random.default_rng(1).integers(0, 256, (LINE_H, LINE_W), dtype=np.uint8))  # noise: unsure
+    lines = [LineCut(to_gray(_sheared_plate(style, 0.0)[0])) for style in ("UA", "MD", "PL")]
+    lines.append(LineCut(np.random.default_rng(1).integers(0, 256, (LINE_H, LINE_W), dtype=np.uint8)))  # noise: unsure
     monkeypatch.setattr(reader, "cfg", reader.cfg.model_copy(update={"vote_below": 0.0}))
     before = reader.read_lines(lines)
     monkeypatch.setattr(reader, "cfg", reader.cfg.model_copy(update={"vote_below": 0.97}))
@@ -416,11 +434,11 @@ def test_only_lines_still_unsure_are_read_zoomed_and_voted(
     assert [d.text for d in after[:3]] == [d.text for d in before[:3]]
 
 
-def tiny_training_run(work: Path, workers: int) -> dict[str, Any]:
+def tiny_training_run(work: Path, workers: int, *extra: str, renders: Path | None = None) -> dict[str, Any]:
     cmd = [
         sys.executable, str(REPO / "scripts" / "train_ocr.py"), "--no-real", "--synthetic", "48",
         "--synthetic-fonts", "16", "--val", "8", "--epochs", "2", "--steps", "15", "--batch", "16",
-        "--workers", str(workers), "--work", str(work),
+        "--workers", str(workers), "--work", str(work), "--renders", str(renders or work), *extra,
     ]  # fmt: skip
     subprocess.run(cmd, check=True, capture_output=True, timeout=300)
     return torch.load(work / "last.pt", weights_only=False)
@@ -437,3 +455,21 @@ def test_tiny_training_run_lowers_the_loss_and_is_reproducible(tmp_path: Path) -
     second = tiny_training_run(tmp_path / "b", workers=2)
     assert first["model"].keys() == second["model"].keys()
     assert all(torch.equal(first["model"][k], second["model"][k]) for k in first["model"])
+
+
+@pytest.mark.slow
+def test_a_training_stage_builds_on_a_finished_run_at_another_line_height(tmp_path: Path) -> None:
+    """`make train-ocr`'s plate_ocr recipe: a run on 32 px lines, then one on 48 px lines from its weights."""
+    first = tiny_training_run(tmp_path / "a", 1, "--height", "32")
+    assert first["args"]["height"] == 32
+    second = tiny_training_run(tmp_path / "b", 1, "--init", str(tmp_path / "a" / "last.pt"), renders=tmp_path / "a")
+    assert second["args"]["height"] == 48  # models/plate_ocr.yaml
+    log = (tmp_path / "b" / "train.log").read_text()
+    assert f"initialised from {tmp_path / 'a' / 'last.pt'}: plate_ocr after 2 epochs" in log
+    assert "32 px lines" in log
+    # An unfinished run is not a stage to build on: the recipe would silently change.
+    unfinished = first | {"epoch": 1}
+    torch.save(unfinished, tmp_path / "unfinished.pt")
+    with pytest.raises(subprocess.CalledProcessError) as failed:
+        tiny_training_run(tmp_path / "c", 1, "--init", str(tmp_path / "unfinished.pt"), renders=tmp_path / "a")
+    assert b"after epoch 1 of 2, not a finished plate_ocr run" in failed.value.stderr
