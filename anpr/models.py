@@ -49,7 +49,7 @@ EASYOCR_FILES = {
 # runs both networks on every line (english_g2's architecture, fine-tuned; and our small CRNN).
 PLATE_OCR = ModelFile(
     "plate_ocr.pth",
-    "8fd2abe084ad985e94fcf07244a76e07225f295066d0e9dc71fbc5b433a80c88",
+    "2e315d3b4e7f895d701eec9856bc2b3b8b9dd30d937ab18b5867e012b04d69f4",
     "models/ (scripts/train_ocr.py, see models/plate_ocr.md)",
 )
 PLATE_OCR_SMALL = ModelFile(
