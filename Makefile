@@ -14,16 +14,14 @@ test: setup
 	.venv/bin/python -m pytest
 
 # Rebuild both plate networks the reader runs: models/plate_ocr_small.pth (fine-tune of the committed
-# small base, ~20 min on 2 cores incl. ~7 rendering) and models/plate_ocr.pth (EasyOCR's english_g2
-# fine-tuned on 32 px lines, 40-60 min, then on 48 px lines, ~30 min, reusing the small run's renders);
-# needs ../shared/datasets, and root for the fonts the plates are drawn in. Bit-reproducible on
-# machines with the same CPU kernels (models/plate_ocr.md, Recipe); each stage resumes from its
-# .cache/ folder if interrupted.
+# small base, ~20 min on 2 cores incl. ~7 rendering) and models/plate_ocr.pth (fine-tune on 48 px lines
+# of the committed models/plate_ocr_stage1.pth, ~30 min, reusing the small run's renders); needs
+# ../shared/datasets, and root for the fonts the plates are drawn in. Bit-reproducible on machines with
+# the same CPU kernels (models/plate_ocr.md, Recipe); each resumes from its .cache/ folder if interrupted.
 train-ocr: setup
 	dpkg -s fonts-dejavu-core fonts-liberation2 fonts-freefont-ttf >/dev/null 2>&1 || \
 		(apt-get update -qq && apt-get install -y -qq --no-install-recommends fonts-dejavu-core fonts-liberation2 fonts-freefont-ttf)
 	.venv/bin/python scripts/train_ocr.py --network plate_ocr_small --init models/plate_ocr_base.pth \
 		--epochs 6 --lr 3e-4 --work .cache/ocr_small --renders .cache/ocr_train --export
-	.venv/bin/python scripts/train_ocr.py --init english_g2 --epochs 14 --lr 1e-3 --height 32
-	.venv/bin/python scripts/train_ocr.py --init .cache/ocr_train/last.pt --epochs 3 --lr 3e-4 --work .cache/ocr_hd \
+	.venv/bin/python scripts/train_ocr.py --init models/plate_ocr_stage1.pth --epochs 3 --lr 3e-4 --work .cache/ocr_hd \
 		--renders .cache/ocr_train --export

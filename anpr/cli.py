@@ -310,6 +310,7 @@ def models_verify(config: ConfigOpt = None) -> None:
     from anpr.config import MODELS_DIR
     from anpr.models import (
         PLATE_OCR_BASE,
+        PLATE_OCR_STAGE1,
         ModelError,
         detector_weights,
         easyocr_model_dir,
@@ -324,6 +325,7 @@ def models_verify(config: ConfigOpt = None) -> None:
         typer.echo(f"ok {plate_ocr_weights()}")
         typer.echo(f"ok {plate_ocr_weights(network='plate_ocr_small')}")
         typer.echo(f"ok {verify_model_file(MODELS_DIR / PLATE_OCR_BASE.name)}")
+        typer.echo(f"ok {verify_model_file(MODELS_DIR / PLATE_OCR_STAGE1.name)}")
     except ModelError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None

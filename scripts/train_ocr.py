@@ -1,13 +1,16 @@
 """Train the plate recognition networks shipped as models/plate_ocr.pth and models/plate_ocr_small.pth.
 
-One command reproduces both committed weights bit for bit (installs the fonts, then fine-tunes the
-small network from its committed base, ~20 minutes on this shared 2-core machine, and EasyOCR's
-english_g2 into plate_ocr, ~40 minutes):
+One command reproduces both committed weights bit for bit on the same kind of CPU (installs the
+fonts, then fine-tunes the small network from its committed base, ~20 minutes on this shared 2-core
+machine, and plate_ocr from its committed first stage on 48 px lines, ~30 minutes):
 
     make train-ocr   # apt fonts, then:
     scripts/train_ocr.py --network plate_ocr_small --init models/plate_ocr_base.pth --epochs 6 --lr 3e-4 \
         --work .cache/ocr_small --renders .cache/ocr_train --export
-    scripts/train_ocr.py --init english_g2 --epochs 14 --lr 1e-3 --export
+    scripts/train_ocr.py --init models/plate_ocr_stage1.pth --epochs 3 --lr 3e-4 --work .cache/ocr_hd \
+        --renders .cache/ocr_train --export
+
+The first stage came from `--init english_g2 --epochs 14 --lr 1e-3 --height 32` (models/plate_ocr.md).
 
 Without --init it trains from scratch (how the small base was made, 18 epochs, on the generator of
 that time: models/plate_ocr.md, Recipe).
@@ -376,9 +379,9 @@ def init_state(path: Path, alphabet: str) -> dict[str, torch.Tensor]:
 
 
 def earlier_stage(path: Path, network: str) -> dict[str, torch.Tensor]:
-    """The weights of a finished run of `network` (its <work>/last.pt): the stage a multi-stage
-    recipe builds on (`make train-ocr`: plate_ocr at 32 px lines, then at 48). Not pinned by sha256
-    like a committed base: the same command chain makes it, bit for bit."""
+    """The weights of a finished run of `network` (its <work>/last.pt), for a next stage of the
+    recipe run from scratch (plate_ocr: 32 px lines from english_g2, then 48 px). Not pinned by
+    sha256 like a committed start: the same commands make it, on the same kind of CPU."""
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     done, a = ckpt["epoch"], ckpt["args"]
     if a["network"] != network or done != a["epochs"]:

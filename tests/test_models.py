@@ -12,6 +12,7 @@ from anpr.models import (
     DETECTOR_B,
     EASYOCR_FILES,
     PLATE_OCR_BASE,
+    PLATE_OCR_STAGE1,
     ModelError,
     detector_weights,
     easyocr_model_dir,
@@ -66,7 +67,8 @@ def test_missing_model_names_the_fix(tmp_path: Path) -> None:
 
 
 def test_training_base_weights_verify_and_an_unpinned_file_is_refused(tmp_path: Path) -> None:
-    assert verify_model_file(MODELS_DIR / PLATE_OCR_BASE.name) == MODELS_DIR / PLATE_OCR_BASE.name
+    for base in (PLATE_OCR_BASE, PLATE_OCR_STAGE1):
+        assert verify_model_file(MODELS_DIR / base.name) == MODELS_DIR / base.name
     stray = tmp_path / "my_weights.pth"
     stray.write_bytes(b"not pinned")
     with pytest.raises(ModelError, match="no pinned sha256"):
