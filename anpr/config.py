@@ -128,8 +128,8 @@ class OcrConfig(Strict):
     second_network: bool = Field(
         default=True,
         description="plate_ocr: also read with plate_ocr_small (our small CRNN, ~1 ms a line on OpenVINO); "
-        "per line the surer read wins. The two miss different plates: held-out BR 309 and 315 of 343 alone, "
-        "318 together; EU 410 and 341 of 449, 411 together (models/plate_ocr.md)",
+        "per line the surer read wins. The two miss different plates (session 11's plate_ocr): held-out BR 309 "
+        "and 315 of 343 alone, 318 together; EU 410 and 341 of 449, 411 together (models/plate_ocr.md)",
     )
     second_sure: float = Field(
         default=0.99,
@@ -146,8 +146,8 @@ class OcrConfig(Strict):
         le=1.01,
         description="plate_ocr: a line still read with a lower mean character confidence is read again "
         "scaled 0.92x and 1.08x by every network, and the text with the highest summed confidence wins "
-        "(4 more forward passes for such a line; held-out BR/US/EU/US photos +2/+1/+3/+1, US crops' "
-        "median time 9 -> 19 ms, "
+        "(4 more forward passes for such a line; held-out BR/US/EU crops +1/+1/0 with the 48 px plate_ocr, "
+        "US crops' median time 20 -> 52 ms; session 11's 32 px one: +2/+1/+3, 9 -> 19 ms; "
         "models/plate_ocr.md); 0 never votes",
     )
     runtime: Literal["openvino", "torch"] = Field(

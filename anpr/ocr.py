@@ -41,6 +41,12 @@ MIN_CHARS = 4  # shortest plate the grammars and the generic rule accept
 # crop loses less of its glyphs' height: Q vs O, E vs F).
 LINE_H = 32
 LINE_W = 128
+
+
+def line_width(height: int) -> int:
+    """Width of a network line `height` px high (the 4:1 of LINE_W x LINE_H)."""
+    return height * LINE_W // LINE_H
+
 # Margins around a levelled row of glyphs, in glyph heights (`level_row`): a plate's characters are
 # about half its height, so 0.6 above and below frames the row as the plate's own border does; 1.0
 # at the ends also keeps a glyph the row search missed (merged into the band or the frame).
@@ -294,7 +300,7 @@ def line_image(gray: np.ndarray, two_rows: bool, split: int | None = None, heigh
         rows = [gray[:s], gray[s:]]
         rows = [cv2.resize(r, (max(1, round(r.shape[1] * height / r.shape[0])), height)) for r in rows]
         gray = np.hstack(rows)
-    return cv2.resize(gray, (height * LINE_W // LINE_H, height), interpolation=cv2.INTER_AREA)
+    return cv2.resize(gray, (line_width(height), height), interpolation=cv2.INTER_AREA)
 
 
 def to_batch(lines: list[np.ndarray]) -> Any:
@@ -421,7 +427,7 @@ def _openvino_network(module: Any, threads: int, height: int) -> Any:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracing warnings from torch, not about our inputs
-        shape = [1, 1, height, height * LINE_W // LINE_H]
+        shape = [1, 1, height, line_width(height)]
         model = ov.convert_model(module, example_input=torch.zeros(*shape), input=[-1, *shape[1:]])
     return ov.Core().compile_model(model, "CPU", openvino_f32_config(INFERENCE_NUM_THREADS=threads))
 

@@ -386,7 +386,7 @@ def earlier_stage(path: Path, network: str) -> dict[str, torch.Tensor]:
     done, a = ckpt["epoch"], ckpt["args"]
     if a["network"] != network or done != a["epochs"]:
         raise SystemExit(f"{path} is {a['network']} after epoch {done} of {a['epochs']}, not a finished {network} "
-                         "run: run that stage to its end first (make train-ocr runs the stages in order)")
+                         "run: run that stage to its end first (it resumes from its --work folder)")
     log(f"initialised from {path}: {network} after {done} epochs at lr {a['lr']} from {a['init']}, "
         f"{a.get('height')} px lines, held-out {ckpt['scores']}")
     return dict(ckpt["model"])
