@@ -15,9 +15,9 @@ test: setup
 
 # Rebuild both plate networks the reader runs: models/plate_ocr_small.pth (fine-tune of the committed
 # small base, ~20 min on 2 cores incl. ~7 rendering) and models/plate_ocr.pth (fine-tune on 48 px lines
-# of the committed models/plate_ocr_stage1.pth, ~30 min, reusing the small run's renders); needs
-# ../shared/datasets, and root for the fonts the plates are drawn in. Bit-reproducible on machines with
-# the same CPU kernels (models/plate_ocr.md, Recipe); each resumes from its .cache/ folder if interrupted.
+# of the committed models/plate_ocr_stage1.pth, ~35 min, reusing the small run's renders); needs
+# ../shared/datasets, and root for the fonts the plates are drawn in. Bit-reproducible: the script pins
+# the CPU kernels (models/plate_ocr.md, Recipe); each resumes from its .cache/ folder if interrupted.
 train-ocr: setup
 	dpkg -s fonts-dejavu-core fonts-liberation2 fonts-freefont-ttf >/dev/null 2>&1 || \
 		(apt-get update -qq && apt-get install -y -qq --no-install-recommends fonts-dejavu-core fonts-liberation2 fonts-freefont-ttf)

@@ -49,12 +49,12 @@ EASYOCR_FILES = {
 # runs both networks on every line (english_g2's architecture, fine-tuned; and our small CRNN).
 PLATE_OCR = ModelFile(
     "plate_ocr.pth",
-    "00019d04e4a27a7bbdd5886af34b942f62757df935e546a2949a470477382f88",
+    "4dbc7c3dd2abd618f25fa1a3c202289a7a5f4482f252dcc971e1798da41fa112",
     "models/ (scripts/train_ocr.py, see models/plate_ocr.md)",
 )
 PLATE_OCR_SMALL = ModelFile(
     "plate_ocr_small.pth",
-    "d90b39178e49630f9ef9bab9b4b0e0e562f862dbe41c4548a1dffe1d3768d21e",
+    "25e5795257de8adb5423ad5df3e423e2f030bde2b2d981061cf53a2b45ba9a9c",
     "models/ (scripts/train_ocr.py --network plate_ocr_small, see models/plate_ocr.md)",
 )
 # What `make train-ocr` fine-tunes into plate_ocr_small.pth: the first from-scratch run (models/plate_ocr.md).
