@@ -3,7 +3,8 @@
 One command reproduces both committed weights bit for bit (installs the fonts, then fine-tunes the
 small network from its committed base, ~20 minutes on this shared 2-core machine, and plate_ocr
 from its committed first stage on 48 px lines, ~35 minutes). The script pins the CPU kernels torch,
-oneDNN and MKL use (KERNELS), so CPUs of other instruction sets take the same arithmetic paths:
+oneDNN and MKL use (KERNELS), so every x86-64 CPU with AVX2, whatever else it has, takes the same
+arithmetic paths:
 
     make train-ocr   # apt fonts, then:
     scripts/train_ocr.py --network plate_ocr_small --init models/plate_ocr_base.pth --epochs 6 --lr 3e-4 \
