@@ -15,7 +15,7 @@ test: setup
 
 # Rebuild both plate networks the reader runs: models/plate_ocr_small.pth (fine-tune of the committed
 # small base, ~20 min on 2 cores incl. ~7 rendering) and models/plate_ocr.pth (fine-tune on 48 px lines
-# of the committed models/plate_ocr_stage1.pth, ~35 min, reusing the small run's renders); needs
+# of the committed models/plate_ocr_stage1.pth, ~35-45 min, reusing the small run's renders); needs
 # ../shared/datasets, and root for the fonts the plates are drawn in. Bit-reproducible: the script pins
 # the CPU kernels (models/plate_ocr.md, Recipe); each resumes from its .cache/ folder if interrupted.
 train-ocr: setup

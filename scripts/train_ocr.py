@@ -2,7 +2,7 @@
 
 One command reproduces both committed weights bit for bit (installs the fonts, then fine-tunes the
 small network from its committed base, ~20 minutes on this shared 2-core machine, and plate_ocr
-from its committed first stage on 48 px lines, ~35 minutes). The script pins the CPU kernels torch,
+from its committed first stage on 48 px lines, ~35-45 minutes). The script pins the CPU kernels torch,
 oneDNN and MKL use (KERNELS), so every x86-64 CPU with AVX2, whatever else it has, takes the same
 arithmetic paths:
 
@@ -82,8 +82,8 @@ STOCK_INIT = "english_g2.pth"
 # CPU kernels training runs on. torch, oneDNN and MKL each pick their kernels by the CPU's instruction
 # set, and the sums come out different in the last bits (an AVX-512 CPU trained other weights than
 # the AVX2 kernels on the same CPU: models/plate_ocr.md, Determinism). Pinned to AVX2, which every
-# x86-64 CPU of the last decade has, so the command gives the same weights on other machines; MKL's
-# COMPATIBLE branch is the one it keeps identical on Intel and AMD CPUs alike.
+# x86-64 CPU of the last decade has, so other machines take the same paths (checked on this one
+# only); MKL's COMPATIBLE branch is the one Intel documents as identical on Intel and AMD CPUs.
 KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "COMPATIBLE"}
 HELDOUT_FRACTION = 0.3
 # Recognition-box padding of anpr/recognize.py (OcrConfig.pad_x/pad_y): held-out US crops are cut
@@ -264,8 +264,9 @@ def renderer_digest() -> str:
         h.update(path.read_bytes())
     h.update(inspect.getsource(_render_one).encode())
     h.update(repr(STYLE_WEIGHTS).encode())
-    fonts = [render.font_path(f) for f in ("din", "gothic")] + [render.FONT_ROOT / r for r in EXTRA_FONTS.values()]
-    for font in fonts:
+    # Every face a plate can be drawn in: the renderer's own (as it resolves them here) and ours.
+    fonts = {render.font_path(f) for f in render.FONT_CANDIDATES} | {render.FONT_ROOT / r for r in EXTRA_FONTS.values()}
+    for font in sorted(fonts):
         h.update(str(font).encode())
         h.update(font.read_bytes() if font.is_file() else b"missing")
     return h.hexdigest()[:12]
@@ -481,7 +482,6 @@ def pin_kernels() -> None:
     The libraries read these variables once, when they load, so they must be set before this
     process imports torch: a re-exec is the only way to set them from inside the script."""
     if any(os.environ.get(k) != v for k, v in KERNELS.items()):
-        sys.stdout.flush()
         os.execve(sys.executable, [sys.executable, *sys.argv], os.environ | KERNELS)
 
 
