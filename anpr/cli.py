@@ -324,6 +324,7 @@ def models_verify(config: ConfigOpt = None) -> None:
         typer.echo(f"ok {easyocr_model_dir()}")
         typer.echo(f"ok {plate_ocr_weights()}")
         typer.echo(f"ok {plate_ocr_weights(network='plate_ocr_small')}")
+        typer.echo(f"ok {plate_ocr_weights(network='plate_ocr_seed1')}")
         typer.echo(f"ok {verify_model_file(MODELS_DIR / PLATE_OCR_BASE.name)}")
         typer.echo(f"ok {verify_model_file(MODELS_DIR / PLATE_OCR_STAGE1.name)}")
     except ModelError as exc:

@@ -150,6 +150,13 @@ class OcrConfig(Strict):
         "US crops' median time 20 -> 52 ms; session 11's 32 px one: +2/+1/+3, 9 -> 19 ms; "
         "models/plate_ocr.md); 0 never votes",
     )
+    voters: list[Literal["plate_ocr_seed1", "plate_ocr_stage1"]] = Field(
+        default=["plate_ocr_seed1", "plate_ocr_stage1"],
+        description="plate_ocr: more networks that join the vote on a line still unsure (vote_below), each "
+        "reading it as it is and zoomed: plate_ocr_seed1 (plate_ocr's recipe with another seed) and "
+        "plate_ocr_stage1 (the 32 px network plate_ocr was fine-tuned from) err on other plates than "
+        "plate_ocr (models/plate_ocr.md, Ensemble); [] votes with plate_ocr and plate_ocr_small alone",
+    )
     runtime: Literal["openvino", "torch"] = Field(
         default="openvino",
         description="plate_ocr: run the network EasyOCR loaded (weights verified, float) on OpenVINO, "

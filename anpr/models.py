@@ -57,6 +57,13 @@ PLATE_OCR_SMALL = ModelFile(
     "25e5795257de8adb5423ad5df3e423e2f030bde2b2d981061cf53a2b45ba9a9c",
     "models/ (scripts/train_ocr.py --network plate_ocr_small, see models/plate_ocr.md)",
 )
+# plate_ocr's recipe with --seed 1 (other renders, another batch order): a voter on unsure lines
+# (ocr.voters; models/plate_ocr.md, Ensemble).
+PLATE_OCR_SEED1 = ModelFile(
+    "plate_ocr_seed1.pth",
+    "adc19b7378bf35cb03809e833f9d710b340a901a374c66b41b103d802d75bf0c",
+    "models/ (scripts/train_ocr.py --network plate_ocr_seed1, see models/plate_ocr.md)",
+)
 # What `make train-ocr` fine-tunes into plate_ocr_small.pth: the first from-scratch run (models/plate_ocr.md).
 PLATE_OCR_BASE = ModelFile(
     "plate_ocr_base.pth",
@@ -64,7 +71,7 @@ PLATE_OCR_BASE = ModelFile(
     "models/ (scripts/train_ocr.py, see models/plate_ocr.md)",
 )
 # What `make train-ocr` fine-tunes on 48 px lines into plate_ocr.pth: english_g2 fine-tuned on 32 px
-# lines (session 11's plate_ocr.pth; models/plate_ocr.md, Recipe).
+# lines (session 11's plate_ocr.pth; models/plate_ocr.md, Recipe); also a voter (ocr.voters).
 PLATE_OCR_STAGE1 = ModelFile(
     "plate_ocr_stage1.pth",
     "f47054462baafb0c429a16437c890b1b01a81d9777cce658461910f5daa1f513",
@@ -74,6 +81,7 @@ PINNED_BY_NAME = {
     DETECTOR_B.name: DETECTOR_B,
     PLATE_OCR.name: PLATE_OCR,
     PLATE_OCR_SMALL.name: PLATE_OCR_SMALL,
+    PLATE_OCR_SEED1.name: PLATE_OCR_SEED1,
     PLATE_OCR_BASE.name: PLATE_OCR_BASE,
     PLATE_OCR_STAGE1.name: PLATE_OCR_STAGE1,
     **EASYOCR_FILES,

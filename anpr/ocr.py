@@ -4,10 +4,11 @@
 per-character confidences; grammar checks happen later (anpr.plates).
 
 - `PlateOcrReader` (default): the plate-trained networks in models/ (`plate_ocr`, english_g2's
-  architecture fine-tuned, and `plate_ocr_small`, our CRNN; trained by scripts/train_ocr.py), each
-  loaded through EasyOCR's custom `recog_network` mechanism after its sha256 is verified and run on
-  OpenVINO. It reads the whole padded crop as one text line, no CRAFT: the networks were trained on
-  such crops, which skips CRAFT's ~130 ms and its failure to find low, blurred lines.
+  architecture fine-tuned, `plate_ocr_small`, our CRNN, and voters for unsure lines; trained by
+  scripts/train_ocr.py), each loaded through EasyOCR's custom `recog_network` mechanism after its
+  sha256 is verified and run on OpenVINO. It reads the whole padded crop as one text line, no
+  CRAFT: the networks were trained on such crops, which skips CRAFT's ~130 ms and its failure to
+  find low, blurred lines.
   Two-row plates are unstacked into one line first (`line_image`).
 - `EasyOcrReader`: a stock EasyOCR network (`english_g2`), kept for comparison.
 
@@ -481,7 +482,8 @@ class PlateNetwork:
 
 
 class PlateOcrReader:
-    """The plate-trained networks from models/: plate_ocr, and plate_ocr_small as a second opinion.
+    """The plate-trained networks from models/: plate_ocr, plate_ocr_small as a second opinion, and
+    the voters (`ocr.voters`) that settle the lines both are unsure of.
 
     Per line, the surer decode (higher mean character confidence) wins: the big network
     (english_g2's architecture) reads far more European plates, the small one more of the Brazilian
@@ -495,9 +497,13 @@ class PlateOcrReader:
         self.networks = [PlateNetwork(cfg, cfg.network)]
         if cfg.second_network:
             self.networks.append(PlateNetwork(cfg, SECOND_NETWORK))
+        self.voters = [PlateNetwork(cfg, name) for name in cfg.voters]
         self.alphabet = self.networks[0].alphabet
-        if any(n.alphabet != self.alphabet for n in self.networks):
-            raise ValueError(f"{cfg.network} and {SECOND_NETWORK} must share one character_list (models/*.yaml)")
+        if any(n.alphabet != self.alphabet for n in self.networks + self.voters):
+            raise ValueError(
+                f"{cfg.network}, {SECOND_NETWORK} and {', '.join(cfg.voters)} must share one character_list "
+                "(models/*.yaml)"
+            )
         self.max_slope = float(np.tan(np.radians(cfg.level_above_deg)))
 
     def read_lines(self, cuts: list[LineCut]) -> list[Decoded]:
@@ -507,6 +513,7 @@ class PlateOcrReader:
         lines it is not sure of (mean character confidence under `ocr.second_sure`) are read by
         plate_ocr too, the surer read winning: about half the lines skip the big network. Lines
         still unsure (under `ocr.vote_below`) are read zoomed (`VOTE_SCALES`) by every network, and
+        as they are and zoomed by the voters (`ocr.voters`: networks trained to err elsewhere), and
         the reads vote (`vote`): one more forward pass per network for all of them together.
         """
         if len(self.networks) == 1:
@@ -518,13 +525,15 @@ class PlateOcrReader:
             if unsure:
                 for i, d in zip(unsure, main.read([cuts[i] for i in unsure]), strict=True):
                     reads[i] = max(d, reads[i], key=lambda d: d.mean_confidence)
-        # Still unsure: read the line zoomed in and out by every network and let the reads vote.
+        # Still unsure: read the line zoomed in and out by every network, as it is and zoomed by the
+        # voters, and let the reads vote.
         unsure = [i for i, d in enumerate(reads) if d.mean_confidence < self.cfg.vote_below]
         if unsure:
-            again = [n.read([cuts[i] for i in unsure], VOTE_SCALES) for n in self.networks]
-            k = len(VOTE_SCALES)
+            lines = [cuts[i] for i in unsure]
+            again = [(n.read(lines, VOTE_SCALES), len(VOTE_SCALES)) for n in self.networks]
+            again += [(n.read(lines, (1.0, *VOTE_SCALES)), 1 + len(VOTE_SCALES)) for n in self.voters]
             for j, i in enumerate(unsure):
-                reads[i] = vote([reads[i], *(d for a in again for d in a[j * k : (j + 1) * k])])
+                reads[i] = vote([reads[i], *(d for a, k in again for d in a[j * k : (j + 1) * k])])
         return reads
 
     def read(self, crop: np.ndarray) -> PlateRead | None:

@@ -8,7 +8,8 @@ else synthetic plates from anpr.synth, cut like a detector crop. Each reader rea
 (after a warm-up); the table gives the median and 90th percentile of wall time per `read()` call,
 which is what the pipeline pays per plate. `plate_ocr batch` is one forward pass over a whole
 batch of lines, per crop: the floor when several plates are read together. `plate_ocr` runs on
-both backends (`ocr.runtime`: OpenVINO, the default, and torch with EasyOCR's int8 quantization).
+both backends (`ocr.runtime`: OpenVINO, the default, and torch with EasyOCR's int8 quantization);
+`no voters` is the default reader without `ocr.voters`, what the vote's extra networks cost.
 """
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ def main() -> None:
         rows.append((f"plate_ocr read(), {runtime}", timed(ours.read, crops)))
         per_batch = timed(lambda _, r=ours: r.read_lines(lines), crops[: max(10, len(crops) // 10)])
         rows.append((f"plate_ocr batch, per crop, {runtime}", [t / len(lines) for t in per_batch]))
+    alone = PlateOcrReader(OcrConfig(network="plate_ocr", voters=[], threads=args.threads))
+    rows.append(("plate_ocr read(), openvino, no voters", timed(alone.read, crops)))
     stock_rec = EasyOcrReader(OcrConfig(network="english_g2", readtext=False))
     rows.append(("english_g2 recognize()", timed(stock_rec.read, crops)))
     stock = EasyOcrReader(OcrConfig(network="english_g2", readtext=True))

@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/eval_ocr.py                       # both networks, held-out crops
     .venv/bin/python scripts/eval_ocr.py --networks plate_ocr  # just ours
+    .venv/bin/python scripts/eval_ocr.py --networks plate_ocr --voters plate_ocr_stage1  # other voters (none: --voters)
 
 Held-out = the `heldout` lists of models/plate_ocr_split.json, never trained on. br-plate-crops
 files are crops already; openalpr-us plates are cut from their labelled boxes with the padding
@@ -50,20 +51,20 @@ def heldout_crops(name: str, pad_x: float, pad_y: float) -> list[tuple[str, np.n
     return out
 
 
-def photos(network: str) -> tuple[float, int, float]:
+def photos(ocr: OcrConfig) -> tuple[float, int, float]:
     """Exact grammar-checked reads of the held-out openalpr-us photos, detector + OCR (anpr eval's scoring)."""
     from anpr.config import PlatesConfig, load_config
     from anpr.evaluate import evaluate_sample, load_samples
     from anpr.recognize import PlateRecognizer
 
     cfg = load_config()
-    cfg = cfg.model_copy(update={"ocr": OcrConfig(network=network), "plates": PlatesConfig(countries=[])})
+    cfg = cfg.model_copy(update={"ocr": ocr, "plates": PlatesConfig(countries=[])})
     rec = PlateRecognizer.from_config(cfg)
     names = set(json.loads(SPLIT_FILE.read_text(encoding="utf-8"))["sets"]["openalpr-us"]["heldout"])
     samples = [s for s in load_samples(DATASETS / "openalpr-us") if s.image.name in names]
     outcomes = [evaluate_sample(rec, s) for s in samples]
     hits = sum(o.corrected == o.sample.plate for o in outcomes)
-    print(f"{network} openalpr-us photos: {hits}/{len(outcomes)} exact (grammar: generic)", flush=True)
+    print(f"{ocr.network} openalpr-us photos: {hits}/{len(outcomes)} exact (grammar: generic)", flush=True)
     return hits / len(outcomes), len(outcomes), float(np.median([o.ms for o in outcomes]))
 
 
@@ -73,17 +74,18 @@ def main() -> None:
     ap.add_argument("--sets", nargs="+", default=["br-plate-crops", "openalpr-us", "eu-plate-crops"])
     ap.add_argument("--errors", type=int, default=8, help="wrong reads to list per set and network")
     ap.add_argument("--photos", action="store_true", help="also detector + OCR on held-out openalpr-us photos")
+    ap.add_argument("--voters", nargs="*", help="plate_ocr's ocr.voters (default: the config's); none: --voters")
     args = ap.parse_args()
     if args.photos:
         args.sets.append("openalpr-us photos")
 
     results: dict[tuple[str, str], tuple[float, int, float]] = {}
     for network in args.networks:
-        cfg = OcrConfig(network=network)
+        cfg = OcrConfig(network=network, **({} if args.voters is None else {"voters": args.voters}))
         reader = make_reader(cfg)
         for name in args.sets:
             if name == "openalpr-us photos":
-                results[(network, name)] = photos(network)
+                results[(network, name)] = photos(cfg)
                 continue
             crops = heldout_crops(name, cfg.pad_x, cfg.pad_y)
             hits, ms, wrong = 0, [], []

@@ -1,8 +1,10 @@
-"""Train the plate recognition networks shipped as models/plate_ocr.pth and models/plate_ocr_small.pth.
+"""Train the plate recognition networks shipped as models/plate_ocr.pth, models/plate_ocr_small.pth
+and the voter models/plate_ocr_seed1.pth.
 
-One command reproduces both committed weights bit for bit (installs the fonts, then fine-tunes the
-small network from its committed base, ~20 minutes on this shared 2-core machine, and plate_ocr
-from its committed first stage on 48 px lines, ~35-45 minutes). The script pins the CPU kernels torch,
+One command reproduces the three committed weights bit for bit (installs the fonts, then fine-tunes
+the small network from its committed base, ~20 minutes on this shared 2-core machine, plate_ocr
+from its committed first stage on 48 px lines, ~35-45 minutes, and the same again with seed 1, its
+own renders included, ~40 minutes). The script pins the CPU kernels torch,
 oneDNN and MKL use (KERNELS), so every x86-64 CPU with AVX2, whatever else it has, takes the same
 arithmetic paths:
 
@@ -11,6 +13,8 @@ arithmetic paths:
         --work .cache/ocr_small --renders .cache/ocr_train --export
     scripts/train_ocr.py --init models/plate_ocr_stage1.pth --epochs 3 --lr 3e-4 --work .cache/ocr_hd \
         --renders .cache/ocr_train --export
+    scripts/train_ocr.py --network plate_ocr_seed1 --init models/plate_ocr_stage1.pth --epochs 3 --lr 3e-4 \
+        --seed 1 --work .cache/ocr_seed1 --renders .cache/ocr_train --export
 
 The first stage came from `--init english_g2 --epochs 14 --lr 1e-3 --height 32` (models/plate_ocr.md).
 
@@ -76,7 +80,7 @@ REAL_SETS = ("br-plate-crops", "openalpr-us", EU_SET)
 WORK = REPO / ".cache" / "ocr_train"
 # The networks in models/ this script trains (`--network`): plate_ocr (english_g2's architecture)
 # and plate_ocr_small (our small CRNN); the reader runs both (models/plate_ocr.md).
-NETWORKS = ("plate_ocr", "plate_ocr_small")
+NETWORKS = ("plate_ocr", "plate_ocr_small", "plate_ocr_seed1")
 # `--init english_g2`: EasyOCR's stock English recogniser from the pinned wheel (anpr.models).
 STOCK_INIT = "english_g2.pth"
 # CPU kernels training runs on. torch, oneDNN and MKL each pick their kernels by the CPU's instruction

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from anpr.config import MODELS_DIR, OcrConfig
-from anpr.models import PLATE_OCR, PLATE_OCR_SMALL, ModelError, ModelFile, sha256_of
+from anpr.models import PLATE_OCR, PLATE_OCR_SEED1, PLATE_OCR_SMALL, ModelError, ModelFile, sha256_of
 from anpr.ocr import (
     LINE_H,
     LINE_W,
@@ -228,7 +228,7 @@ def test_renders_of_another_generator_are_not_reused(monkeypatch: pytest.MonkeyP
     assert train_ocr.renders_digest(again) == train_ocr.renders_digest(first)
 
 
-@pytest.mark.parametrize("pinned", [PLATE_OCR, PLATE_OCR_SMALL])
+@pytest.mark.parametrize("pinned", [PLATE_OCR, PLATE_OCR_SMALL, PLATE_OCR_SEED1])
 def test_shipped_weights_match_pin_and_are_small(pinned: ModelFile) -> None:
     path = MODELS_DIR / pinned.name
     assert sha256_of(path) == pinned.sha256
@@ -244,6 +244,11 @@ def reader() -> PlateOcrReader:
 def test_shipped_networks_load_through_easyocr_offline(reader: PlateOcrReader) -> None:
     # our classes, built by EasyOCR from models/<network>.py
     assert [type(n.reader.recognizer).__module__ for n in reader.networks] == ["plate_ocr", "plate_ocr_small"]
+    # the voters are plate_ocr's network (re-exported under their own names) with their own weights
+    assert [type(n.reader.recognizer).__module__ for n in reader.voters] == ["plate_ocr", "plate_ocr"]
+    first_layer, weights = next(iter(reader.networks[0].reader.recognizer.state_dict().items()))
+    for voter in reader.voters:
+        assert not torch.equal(voter.reader.recognizer.state_dict()[first_layer], weights)
     assert "".join(reader.alphabet[1:]) == "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
@@ -267,7 +272,8 @@ def test_each_network_reads_lines_of_the_height_it_was_trained_on(
     reader: PlateOcrReader, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     shapes: dict[str, set[tuple[int, ...]]] = {}
-    for name, network in zip(("plate_ocr", "plate_ocr_small"), reader.networks, strict=True):
+    names = ("plate_ocr", "plate_ocr_small", "plate_ocr_seed1", "plate_ocr_stage1")
+    for name, network in zip(names, reader.networks + reader.voters, strict=True):
         probs = network.probs
         def recorded(batch: np.ndarray, probs: Any = probs, name: str = name) -> np.ndarray:
             shapes.setdefault(name, set()).add(batch.shape[1:])
@@ -276,7 +282,12 @@ def test_each_network_reads_lines_of_the_height_it_was_trained_on(
         monkeypatch.setattr(network, "probs", recorded)
     noise = np.random.default_rng(1).integers(0, 256, (60, 90, 3), dtype=np.uint8)  # unsure: both networks read it
     reader.read(noise)
-    assert shapes == {"plate_ocr": {(1, 48, 192)}, "plate_ocr_small": {(1, 32, 128)}}
+    assert shapes == {
+        "plate_ocr": {(1, 48, 192)},
+        "plate_ocr_small": {(1, 32, 128)},
+        "plate_ocr_seed1": {(1, 48, 192)},
+        "plate_ocr_stage1": {(1, 32, 128)},
+    }
 
 
 @pytest.mark.slow
@@ -306,7 +317,7 @@ def test_loading_the_plate_network_leaves_the_stock_readers_input_height(reader:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("pinned", [PLATE_OCR, PLATE_OCR_SMALL])
+@pytest.mark.parametrize("pinned", [PLATE_OCR, PLATE_OCR_SMALL, PLATE_OCR_SEED1])
 def test_tampered_weights_are_refused_before_loading(
     pinned: ModelFile, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -416,6 +427,30 @@ def test_vote_sums_confidence_per_text() -> None:
     assert vote(noise) is noise[0]
 
 
+class _FixedNetwork:
+    """A stand-in PlateNetwork that reads every line (at every scale) as `text`."""
+
+    def __init__(self, text: str, confidence: float) -> None:
+        self.text, self.confidence = text, confidence
+
+    def read(self, cuts: list[LineCut], scales: tuple[float, ...] = (1.0,)) -> list[Decoded]:
+        return [_decoded(self.text, self.confidence) for _ in cuts for _ in scales]
+
+
+def test_voters_decide_between_networks_that_disagree() -> None:
+    reader = object.__new__(PlateOcrReader)
+    reader.cfg = OcrConfig(second_sure=0.99, vote_below=0.97)
+    # small: unsure AB128; plate_ocr: surer AB123, still under vote_below -> the line goes to the vote
+    reader.networks = [_FixedNetwork("AB123", 0.9), _FixedNetwork("AB128", 0.8)]  # type: ignore[list-item]
+    reader.voters = []
+    line = [LineCut(np.zeros((LINE_H, LINE_W), np.uint8))]
+    assert reader.read_lines(line)[0].text == "AB123"  # two zoomed reads each: 0.9 x 3 beats 0.8 x 2
+    reader.voters = [_FixedNetwork("AB128", 0.85), _FixedNetwork("AB128", 0.85)]  # type: ignore[list-item]
+    assert reader.read_lines(line)[0].text == "AB128"  # six more reads of AB128 tip it
+    reader.cfg = OcrConfig(vote_below=0.0)
+    assert reader.read_lines(line)[0].text == "AB123"  # a line that never goes to the vote never meets them
+
+
 def test_scaled_zooms_about_the_centre() -> None:
     line = np.zeros((LINE_H, LINE_W), np.uint8)
     line[12:20, 60:68] = 255
@@ -442,14 +477,15 @@ def test_only_lines_still_unsure_are_read_zoomed_and_voted(
     before = reader.read_lines(lines)
     monkeypatch.setattr(reader, "cfg", reader.cfg.model_copy(update={"vote_below": 0.97}))
     batches: list[int] = []
-    for network in reader.networks:
+    for network in reader.networks + reader.voters:
         probs = network.probs
         monkeypatch.setattr(network, "probs", lambda batch, probs=probs: batches.append(len(batch)) or probs(batch))
     after = reader.read_lines(lines)
     unsure = [i for i, d in enumerate(before) if d.mean_confidence < 0.97]
     assert unsure == [3]  # the three plates are sure, the noise is not
     zoomed = len(VOTE_SCALES) * len(unsure)
-    assert batches[-2:] == [zoomed, zoomed]  # one zoomed batch per network, the unsure lines only
+    # one batch per network, the unsure lines only: zoomed, and the voters' as they are too
+    assert batches[-4:] == [zoomed, zoomed, zoomed + len(unsure), zoomed + len(unsure)]
     assert [d.text for d in after[:3]] == [d.text for d in before[:3]]
 
 
