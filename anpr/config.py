@@ -714,6 +714,14 @@ class RuntimeConfig(Strict):
         "are dropped (counted), not handled: seconds older than the next frame, they would end a standing "
         "car's track after one look. Keep it under tracker.lost_after_s",
     )
+    camera_wait_s: float = Field(
+        default=120.0,
+        ge=0,
+        le=3600,
+        description="at start, the cameras are started once every worker has loaded its models, or after this "
+        "many seconds: frames captured before a worker can read them are dropped, so a recording played as a "
+        "live source would lose its first seconds (the models take ~10 s to load). 0 starts them at once",
+    )
     stats_interval_s: float = Field(
         default=1.0, ge=0.05, le=60, description="how often each process reports its counters and heartbeat"
     )

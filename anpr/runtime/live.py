@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import FrameType
@@ -21,7 +22,7 @@ from anpr.config import RuntimeConfig
 from anpr.runtime.health import HealthServer, HealthSources
 from anpr.runtime.process import ChildSpec
 from anpr.runtime.ring import FrameRing, check_shm_space
-from anpr.runtime.stages import CameraFeed, CameraStage, HandlerFactory, Inbox, WorkerStage
+from anpr.runtime.stages import LOADING, CameraFeed, CameraStage, HandlerFactory, Inbox, WorkerStage
 from anpr.runtime.supervisor import ChildStatus, Supervisor
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class Runtime:
         self._supervisor = Supervisor(config)
         self._rings: list[FrameRing] = []
         self._health: HealthServer | None = None
+        self._started_at = 0.0
 
     @property
     def health_port(self) -> int | None:
@@ -61,7 +63,8 @@ class Runtime:
         return None if self._health is None else self._health.port
 
     def start(self) -> None:
-        """Create the rings, start every process and the health endpoint; returns at once."""
+        """Create the rings, start the workers and the health endpoint; returns at once. The cameras
+        start once the workers have loaded their models (`supervise`, `runtime.camera_wait_s`)."""
         cfg = self._cfg
         try:
             workers = min(cfg.workers, len(self._cameras))
@@ -82,7 +85,8 @@ class Runtime:
                 self._supervisor.add(ChildSpec("worker", str(worker), body))
             if cfg.health.enabled:
                 self._health = HealthServer(cfg.health, self._sources)
-            self._supervisor.start()
+            self._started_at = time.monotonic()
+            self._supervisor.start(hold=lambda spec: spec.kind == "camera" and cfg.camera_wait_s > 0)
             if self._health is not None:
                 self._health.start()
         except BaseException:
@@ -94,7 +98,23 @@ class Runtime:
         """Watch the children (restart, collect stats) until `stop()` is called."""
         while not self._supervisor.stopping:
             self._supervisor.poll(_POLL_S)
+            if self._supervisor.holding:
+                self._start_cameras_when_workers_loaded()
         log.info("stop requested: draining")
+
+    def _start_cameras_when_workers_loaded(self) -> None:
+        """Release the held cameras once every worker reports it has loaded (a worker that has not
+        reported yet is still loading), or after `camera_wait_s` whatever the workers do."""
+        workers = [s for s in self.statuses() if s.kind == "worker"]
+        loaded = all(s.stats is not None and s.stats.state != LOADING for s in workers)
+        waited = time.monotonic() - self._started_at
+        if loaded:
+            log.info("workers loaded after %.1f s: starting the cameras", waited)
+        elif waited >= self._cfg.camera_wait_s:
+            log.warning("workers still loading after %.0f s (runtime.camera_wait_s): starting the cameras", waited)
+        else:
+            return
+        self._supervisor.release()
 
     def stop(self) -> None:
         """Ask everything to drain and stop; safe from any thread and from a signal handler."""

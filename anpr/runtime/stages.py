@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from anpr.config import CameraConfig
 
 _TAKE_WAIT_S = 0.1  # how long a worker waits for a ref before it flushes and checks for stop
+LOADING = "loading"  # a worker's state while it builds its handler (loads the models)
 _ANNOUNCED_WAIT_S = 1.0  # a rung doorbell means a ref is microseconds from the pipe; this is only a bound
 
 
@@ -220,10 +221,11 @@ class WorkerStage:
     stale_after_s: float
 
     def __call__(self, ctx: ChildContext) -> None:
+        ctx.set_state(lambda: LOADING)  # the runtime starts the cameras once no worker is loading
         rings = {spec.camera: FrameRing.attach(spec) for spec in self.rings}
-        ctx.set_state(lambda: "draining" if ctx.stopping else "running")
         try:
             handler = self.make_handler()
+            ctx.set_state(lambda: "draining" if ctx.stopping else "running")
             try:
                 self._take_backlog(ctx, rings, handler)
                 self._serve(ctx, rings, handler)

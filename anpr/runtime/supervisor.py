@@ -26,6 +26,8 @@ from anpr.runtime.process import SPAWN, ChildChannels, ChildSpec, StopFlag, chil
 from anpr.runtime.stats import StatsReport
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from anpr.config import RuntimeConfig
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,7 @@ class Supervisor:
         )
         self._listener = logging.handlers.QueueListener(self._channels.logs, _Relay())
         self._children: dict[str, _Child] = {}
+        self._held: list[_Child] = []
         self._listening = False
         self._lock = threading.Lock()  # statuses() is read from the health server's threads
 
@@ -84,12 +87,26 @@ class Supervisor:
             raise ValueError(f"two children named {spec.name}")
         self._children[spec.name] = _Child(spec)
 
-    def start(self) -> None:
+    def start(self, hold: Callable[[ChildSpec], bool] = lambda spec: False) -> None:
+        """Launch every child but those `hold` picks: `release()` launches them later."""
         self._listener.start()
         self._listening = True
         with self._lock:
             for child in self._children.values():
-                self._launch(child)
+                if hold(child.spec):
+                    self._held.append(child)
+                else:
+                    self._launch(child)
+
+    @property
+    def holding(self) -> bool:
+        return bool(self._held)
+
+    def release(self) -> None:
+        """Launch the children `start` held back."""
+        with self._lock:
+            while self._held:
+                self._launch(self._held.pop(0))
 
     @property
     def stopping(self) -> bool:

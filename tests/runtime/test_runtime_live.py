@@ -119,11 +119,25 @@ def test_full_queue_drops_the_newest_frame_and_counts_it(tmp_path: Path) -> None
     assert frames.bad == 0
 
 
+def test_cameras_start_once_the_workers_have_loaded(tmp_path: Path) -> None:
+    """A recording played as a live source must not lose its start to the model loading."""
+    log_path = tmp_path / "frames.log"
+    slow_start = partial(SlowStartHandler, log_path, 1.5)
+    with Running(Runtime(BASE, feeds(40, "cam0"), slow_start)) as running:
+        wait_for(lambda: Frames.read(log_path).count() >= 20, 30, "20 frames handled")
+        worker = running.child("worker:0").stats
+    seqs = [seq for _, seq in Frames.read(log_path).seen["cam0"]]
+    assert seqs[:20] == list(range(seqs[0], seqs[0] + 20)) and seqs[0] <= 1, seqs[:20]
+    assert worker is not None and worker.dropped == 0
+
+
 def test_frames_queued_while_the_worker_loads_are_dropped_not_handled(tmp_path: Path) -> None:
-    """Stale frames would start tracks that the next, seconds-newer frame finds lost."""
+    """Stale frames would start tracks that the next, seconds-newer frame finds lost. The cameras
+    wait for a loading worker only up to runtime.camera_wait_s; a restarted worker loads while they run."""
     log_path = tmp_path / "frames.log"
     slow_start = partial(SlowStartHandler, log_path, 1.5)  # 60 frames at 40 fps while it loads
-    with Running(Runtime(BASE, feeds(40, "cam0"), slow_start)) as running:
+    config = BASE.model_copy(update={"camera_wait_s": 0.2})
+    with Running(Runtime(config, feeds(40, "cam0"), slow_start)) as running:
         wait_for(lambda: Frames.read(log_path).count() >= 20, 30, "20 frames handled")
         worker = running.child("worker:0").stats
     seqs = [seq for _, seq in Frames.read(log_path).seen["cam0"]]
