@@ -28,7 +28,7 @@ class StatsReport:
     name: str  # "camera:cam1", "worker:0"
     pid: int
     sent_at: float
-    state: str  # camera: its capture state ("streaming", "reconnecting"...); worker: "running", "draining"
+    state: str  # camera: its capture state ("streaming", "reconnecting"...); worker: "loading", "running", "draining"
     frames: int  # processed since this child started
     dropped: int  # since this child started; camera: worker queue full; worker: frame overwritten before read
     fps: float  # frames per second over the last interval
