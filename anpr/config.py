@@ -155,7 +155,8 @@ class OcrConfig(Strict):
         description="plate_ocr: more networks that join the vote on a line still unsure (vote_below), each "
         "reading it as it is and zoomed: plate_ocr_seed1 (plate_ocr's recipe with another seed) and "
         "plate_ocr_stage1 (the 32 px network plate_ocr was fine-tuned from) err on other plates than "
-        "plate_ocr (models/plate_ocr.md, Ensemble); [] votes with plate_ocr and plate_ocr_small alone",
+        "plate_ocr (models/plate_ocr.md, Ensemble); [] votes with plate_ocr and plate_ocr_small alone: "
+        "less CPU per live frame (docs/performance.md, session 14), fewer exact reads",
     )
     runtime: Literal["openvino", "torch"] = Field(
         default="openvino",

@@ -11,8 +11,8 @@
     real runtime (camera processes, shared-memory rings, worker(s) running anpr.lane); per camera:
     frames processed/s, frames dropped, capture -> processed latency (first vs second half, to see
     a growing backlog), events, and capture -> XADD latency of each event's deciding frame. The
-    clip starts with --preroll seconds of its first frame, still: the worker loads its models while
-    the cameras already stream, and the clip proper must not start before it is ready. Figures
+    clip starts with --preroll seconds of its first frame, still: a margin before the clip proper
+    (the cameras start once the worker has loaded its models, `runtime.camera_wait_s`). Figures
     cover the last clip-length of each camera's frames, i.e. the clip proper.
 
 Model loading is outside every timed section. Compare ratios, not absolute times: the machine is
