@@ -500,10 +500,8 @@ class PlateOcrReader:
         self.voters = [PlateNetwork(cfg, name) for name in cfg.voters]
         self.alphabet = self.networks[0].alphabet
         if any(n.alphabet != self.alphabet for n in self.networks + self.voters):
-            raise ValueError(
-                f"{cfg.network}, {SECOND_NETWORK} and {', '.join(cfg.voters)} must share one character_list "
-                "(models/*.yaml)"
-            )
+            names = [cfg.network, *([SECOND_NETWORK] if cfg.second_network else []), *cfg.voters]
+            raise ValueError(f"{', '.join(names)} must share one character_list (models/*.yaml)")
         self.max_slope = float(np.tan(np.radians(cfg.level_above_deg)))
 
     def read_lines(self, cuts: list[LineCut]) -> list[Decoded]:

@@ -132,7 +132,10 @@ def health_document(sources: HealthSources, stale_after_s: float) -> tuple[int, 
             camera_processes[child.ident] = doc
         if not doc["live"]:
             failing = failing or child.kind == "worker"
-            why = child.last_exit if not child.alive else f"no report for {doc['heartbeat_age_s']:.0f} s"
+            if child.pid is None:  # a camera held until the workers have loaded (Runtime.start)
+                why = "not started: the workers are loading"
+            else:
+                why = child.last_exit if not child.alive else f"no report for {doc['heartbeat_age_s']:.0f} s"
             problems.append(f"{child.name} not live ({why})")
     states, error = _probe(sources.cameras)
     if error is not None:

@@ -34,6 +34,11 @@ def child(kind: str, ident: str, alive: bool = True, age_s: float = 0.1, last_ex
     return ChildStatus(f"{kind}:{ident}", kind, ident, alive, 100, 0, last_exit, False, now - age_s, stats)
 
 
+def held_camera() -> ChildStatus:
+    """A camera the runtime has not started yet: no process, no report (Runtime.start)."""
+    return ChildStatus("camera:cam1", "camera", "cam1", False, None, 0, None, False, time.time(), None)
+
+
 def healthy() -> list[ChildStatus]:
     return [child("camera", "cam1"), child("worker", "0")]
 
@@ -161,3 +166,10 @@ def test_handler_counters_are_exported_per_worker_and_camera(server: HealthServe
 def test_a_busy_port_is_named_in_the_error(server: HealthServer) -> None:
     with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{server.port}"):
         HealthServer(HealthConfig(port=server.port), sources())
+
+
+def test_a_camera_held_while_the_workers_load_says_so() -> None:
+    src = sources(lambda: [held_camera(), child("worker", "0")], cameras={"cam1": "starting"})
+    code, doc = health_document(src, stale_after_s=10)
+    assert (code, doc["status"]) == (200, "degraded")  # not failing: the workers are alive
+    assert doc["problems"] == ["camera:cam1 not live (not started: the workers are loading)", "camera cam1 starting"]
