@@ -721,7 +721,8 @@ class RuntimeConfig(Strict):
         le=3600,
         description="at start, the cameras are started once every worker has loaded its models, or after this "
         "many seconds: frames captured before a worker can read them are dropped, so a recording played as a "
-        "live source would lose its first seconds (the models take ~10 s to load). 0 starts them at once",
+        "live source would lose its first seconds (~12 s with the OCR voters: the truck clip's camera dropped "
+        "297 frames at 25 fps before its worker read one). 0 starts them at once",
     )
     stats_interval_s: float = Field(
         default=1.0, ge=0.05, le=60, description="how often each process reports its counters and heartbeat"

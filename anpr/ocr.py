@@ -528,10 +528,14 @@ class PlateOcrReader:
         unsure = [i for i, d in enumerate(reads) if d.mean_confidence < self.cfg.vote_below]
         if unsure:
             lines = [cuts[i] for i in unsure]
-            again = [(n.read(lines, VOTE_SCALES), len(VOTE_SCALES)) for n in self.networks]
-            again += [(n.read(lines, (1.0, *VOTE_SCALES)), 1 + len(VOTE_SCALES)) for n in self.voters]
-            for j, i in enumerate(unsure):
-                reads[i] = vote([reads[i], *(d for a, k in again for d in a[j * k : (j + 1) * k])])
+            pools: list[list[Decoded]] = [[reads[i]] for i in unsure]
+            plan = [(n, VOTE_SCALES) for n in self.networks] + [(n, (1.0, *VOTE_SCALES)) for n in self.voters]
+            for network, scales in plan:
+                again = network.read(lines, scales)  # line by line, each at every scale
+                for j, pool in enumerate(pools):
+                    pool += again[j * len(scales) : (j + 1) * len(scales)]
+            for i, pool in zip(unsure, pools, strict=True):
+                reads[i] = vote(pool)
         return reads
 
     def read(self, crop: np.ndarray) -> PlateRead | None:

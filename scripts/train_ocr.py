@@ -78,8 +78,8 @@ EU_SET = "eu-plate-crops"
 EU_LABELS = MODELS / "plate_ocr_eu_labels.tsv"
 REAL_SETS = ("br-plate-crops", "openalpr-us", EU_SET)
 WORK = REPO / ".cache" / "ocr_train"
-# The networks in models/ this script trains (`--network`): plate_ocr (english_g2's architecture)
-# and plate_ocr_small (our small CRNN); the reader runs both (models/plate_ocr.md).
+# The networks in models/ this script trains (`--network`): plate_ocr (english_g2's architecture),
+# plate_ocr_small (our small CRNN) and the voter plate_ocr_seed1 (plate_ocr's, another seed).
 NETWORKS = ("plate_ocr", "plate_ocr_small", "plate_ocr_seed1")
 # `--init english_g2`: EasyOCR's stock English recogniser from the pinned wheel (anpr.models).
 STOCK_INIT = "english_g2.pth"

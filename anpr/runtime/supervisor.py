@@ -105,8 +105,9 @@ class Supervisor:
     def release(self) -> None:
         """Launch the children `start` held back."""
         with self._lock:
-            while self._held:
-                self._launch(self._held.pop(0))
+            for child in self._held:
+                self._launch(child)
+            self._held.clear()
 
     @property
     def stopping(self) -> bool:
