@@ -19,6 +19,7 @@ from anpr.models import PLATE_OCR, PLATE_OCR_SEED1, PLATE_OCR_SMALL, ModelError,
 from anpr.ocr import (
     LINE_H,
     LINE_W,
+    ONE_ROW_GLYPHS,
     VOTE_SCALES,
     Decoded,
     EasyOcrReader,
@@ -416,6 +417,44 @@ def test_two_row_plate_in_a_loose_crop_is_read_whole(reader: PlateOcrReader, see
 
 def _decoded(text: str, confidence: float) -> Decoded:
     return Decoded(text, (confidence,) * len(text))
+
+
+def _one_row_plate_in_a_tall_box() -> np.ndarray:
+    """A rendered one-row US plate in a detector box grown 30 % upwards: under `two_row_aspect`,
+    so it is read as a two-row plate too."""
+    from anpr.synth import render_plate
+
+    plate = render_plate("DCK 6344", "US", np.random.default_rng(0)).image[..., :3]
+    return np.vstack([np.full((int(0.3 * plate.shape[0]), plate.shape[1], 3), 90, np.uint8), plate])
+
+
+@pytest.mark.parametrize(
+    ("line", "two_rows", "expected"),
+    [
+        (("DCK6344", 0.997), ("TEXAS634", 0.987), "DCK6344"),  # a state name taken for a row (openalpr-us)
+        (("CK6344", 0.95), ("DCK6344", 0.96), "DCK6344"),  # the two-row read holds the line read
+        (("DCK6344", 0.6), ("TEXAS634", 0.95), "TEXAS634"),  # an unsure line read keeps no claim
+    ],
+)
+def test_sure_read_of_one_long_row_outranks_a_two_row_read_of_other_text(
+    line: tuple[str, float], two_rows: tuple[str, float], expected: str
+) -> None:
+    crop = _one_row_plate_in_a_tall_box()
+    row, _ = glyph_rows(to_gray(crop))
+    assert row is not None and row.blobs >= ONE_ROW_GLYPHS
+    assert crop.shape[1] < OcrConfig().two_row_aspect * crop.shape[0]
+    reader = object.__new__(PlateOcrReader)
+    reader.cfg = OcrConfig()
+    reader.max_slope = 1.0
+    reads = {False: _decoded(*line), True: _decoded(*two_rows)}
+    reader.read_lines = lambda cuts: [reads[c.two_rows] for c in cuts]  # type: ignore[method-assign]
+    read = reader.read(crop)
+    assert read is not None and read.text == expected
+    # Without a row of glyphs (a blank box) the longer sure read wins, as it does on two-row plates.
+    blank = np.full_like(crop, 90)
+    reads[False], reads[True] = _decoded("DCK6344", 0.997), _decoded("TEXAS634", 0.987)
+    read = reader.read(blank)
+    assert read is not None and read.text == "TEXAS634"
 
 
 def test_vote_sums_confidence_per_text() -> None:
