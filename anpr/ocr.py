@@ -36,7 +36,7 @@ SECOND_NETWORK = "plate_ocr_small"  # read beside plate_ocr when ocr.second_netw
 MIN_CHARS = 4  # shortest plate the grammars and the generic rule accept
 # Glyphs on a crop's one row (`TextRow.blobs`) from which its sure line read outranks a two-row read of
 # other text. Not fewer: on the held-out two-row EU crops where one row was found (the other row's
-# glyphs of another size), it held 4 or 5.
+# glyphs of another size), it held 4 or 5; on the one-row US crops read both ways, 5 to 7.
 ONE_ROW_GLYPHS = 6
 
 # Input of the plate networks: gray lines 4x as wide as high, the crop stretched to fill them
@@ -568,7 +568,12 @@ class PlateOcrReader:
         holding = [r for r in reads[1:] if reads[0].text in r.text and len(r.text) >= MIN_CHARS]
         if holding:
             best = max(holding, key=self._rank)  # the one-line read saw one of the two rows: the rows read more
-        elif row is not None and row.blobs >= ONE_ROW_GLYPHS and self._rank(reads[0])[:2] == (True, True):
+        elif (
+            row is not None
+            and row.blobs >= ONE_ROW_GLYPHS
+            and len(reads[0].text) >= MIN_CHARS
+            and reads[0].mean_confidence >= self.cfg.retry_below
+        ):
             # The glyphs stand in one long row with none of their size above or below, and the line read
             # is sure and plate-length: a longer two-row read of other text took a state name or a
             # dealer's line for a row (openalpr-us `DCK6344` read `TEXAS634`).
