@@ -564,21 +564,8 @@ class PlateOcrReader:
             if split is not None:  # found on the crop as cut: a two-row crop is never levelled, deslant moves only x
                 cuts.append(LineCut(gray, two_rows=True, split=split))
         reads = self.read_lines(cuts)
-        best = max(reads, key=self._rank)
-        holding = [r for r in reads[1:] if reads[0].text in r.text and len(r.text) >= MIN_CHARS]
-        if holding:
-            best = max(holding, key=self._rank)  # the one-line read saw one of the two rows: the rows read more
-        elif (
-            row is not None
-            and row.blobs >= ONE_ROW_GLYPHS
-            and len(reads[0].text) >= MIN_CHARS
-            and reads[0].mean_confidence >= self.cfg.retry_below
-        ):
-            # The glyphs stand in one long row with none of their size above or below, and the line read
-            # is sure and plate-length: a longer two-row read of other text took a state name or a
-            # dealer's line for a row (openalpr-us `DCK6344` read `TEXAS634`).
-            best = reads[0]
-        if len(best.text) < MIN_CHARS or best.mean_confidence < self.cfg.retry_below:
+        best = self._pick(reads, row)
+        if not self._sure(best):
             # Unsure: maybe a one-row plate in a loose detector box, two or three plates tall.
             # Read the band of rows richest in vertical edges (glyph strokes) alone.
             band = round(w / self.cfg.band_aspect)
@@ -601,6 +588,27 @@ class PlateOcrReader:
         return PlateRead(
             text=best.text, confidence=float(np.prod(best.char_confidences)), char_confidences=best.char_confidences
         )
+
+    def _pick(self, reads: list[Decoded], row: TextRow | None) -> Decoded:
+        """Which read of the crop's first cuts (as one line, then as two rows) to keep: the best
+        ranked (`_rank`), except that
+
+        - a two-row read that contains the one-line read wins: the line read saw one of the rows;
+        - failing that, a sure one-line read wins when the glyphs stand in one long row
+          (`ONE_ROW_GLYPHS`) with none of their size above or below: a longer two-row read of other
+          text took a state name or a dealer's line for a row (openalpr-us `DCK6344` read `TEXAS634`).
+        """
+        line = reads[0]
+        holding = [r for r in reads[1:] if line.text in r.text and len(r.text) >= MIN_CHARS]
+        if holding:
+            return max(holding, key=self._rank)
+        if row is not None and row.blobs >= ONE_ROW_GLYPHS and self._sure(line):
+            return line
+        return max(reads, key=self._rank)
+
+    def _sure(self, d: Decoded) -> bool:
+        """Plate-length and read with at least `ocr.retry_below` mean confidence: kept without retries."""
+        return len(d.text) >= MIN_CHARS and d.mean_confidence >= self.cfg.retry_below
 
     def _rank(self, d: Decoded) -> tuple[bool, bool, int, float]:
         """Order candidate reads: a plate-length read first; among sure ones the longest (a row read

@@ -443,18 +443,25 @@ def test_sure_read_of_one_long_row_outranks_a_two_row_read_of_other_text(
     row, _ = glyph_rows(to_gray(crop))
     assert row is not None and row.blobs >= ONE_ROW_GLYPHS
     assert crop.shape[1] < OcrConfig().two_row_aspect * crop.shape[0]
+    read = _reading_cuts_as(line, two_rows).read(crop)
+    assert read is not None and read.text == expected
+
+
+def test_without_a_row_of_glyphs_the_longer_sure_read_wins() -> None:
+    """A blank box has no row to vouch for the line read: ranked as on two-row plates."""
+    blank = np.full_like(_one_row_plate_in_a_tall_box(), 90)
+    read = _reading_cuts_as(("DCK6344", 0.997), ("TEXAS634", 0.987)).read(blank)
+    assert read is not None and read.text == "TEXAS634"
+
+
+def _reading_cuts_as(line: tuple[str, float], two_rows: tuple[str, float]) -> PlateOcrReader:
+    """A reader whose networks read every one-line cut as `line` and every two-row cut as `two_rows`."""
     reader = object.__new__(PlateOcrReader)
     reader.cfg = OcrConfig()
     reader.max_slope = 1.0
     reads = {False: _decoded(*line), True: _decoded(*two_rows)}
     reader.read_lines = lambda cuts: [reads[c.two_rows] for c in cuts]  # type: ignore[method-assign]
-    read = reader.read(crop)
-    assert read is not None and read.text == expected
-    # Without a row of glyphs (a blank box) the longer sure read wins, as it does on two-row plates.
-    blank = np.full_like(crop, 90)
-    reads[False], reads[True] = _decoded("DCK6344", 0.997), _decoded("TEXAS634", 0.987)
-    read = reader.read(blank)
-    assert read is not None and read.text == "TEXAS634"
+    return reader
 
 
 def test_vote_sums_confidence_per_text() -> None:
