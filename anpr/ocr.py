@@ -611,10 +611,11 @@ class PlateOcrReader:
         return len(d.text) >= MIN_CHARS and d.mean_confidence >= self.cfg.retry_below
 
     def _rank(self, d: Decoded) -> tuple[bool, bool, int, float]:
-        """Order candidate reads: a plate-length read first; among sure ones the longest (a row read
-        alone is shorter), else the surest."""
-        sure = d.mean_confidence >= self.cfg.retry_below
-        return len(d.text) >= MIN_CHARS, sure, len(d.text) if sure else 0, d.mean_confidence
+        """Order candidate reads: a plate-length read first; among those read with at least
+        `ocr.retry_below` confidence the longest (a row read alone is shorter), else the surest.
+        For a plate-length read the first two keys together are `_sure`."""
+        confident = d.mean_confidence >= self.cfg.retry_below
+        return len(d.text) >= MIN_CHARS, confident, len(d.text) if confident else 0, d.mean_confidence
 
 
 def _line_geometry(box: Any) -> tuple[float, float, float]:
