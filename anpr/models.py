@@ -49,19 +49,19 @@ EASYOCR_FILES = {
 # runs both networks on every line (english_g2's architecture, fine-tuned; and our small CRNN).
 PLATE_OCR = ModelFile(
     "plate_ocr.pth",
-    "4dbc7c3dd2abd618f25fa1a3c202289a7a5f4482f252dcc971e1798da41fa112",
+    "9e0eb9c9b3da25998f6765c7d075e51a5a3eec29a9074896b55a17e784f2d948",
     "models/ (scripts/train_ocr.py, see models/plate_ocr.md)",
 )
 PLATE_OCR_SMALL = ModelFile(
     "plate_ocr_small.pth",
-    "25e5795257de8adb5423ad5df3e423e2f030bde2b2d981061cf53a2b45ba9a9c",
+    "4f9cda0c0669a616dc4ea8d82b74459199d7920aff6faba475d78fdcfd31c8d8",
     "models/ (scripts/train_ocr.py --network plate_ocr_small, see models/plate_ocr.md)",
 )
 # plate_ocr's recipe with --seed 1 (other renders, another batch order): a voter on unsure lines
 # (ocr.voters; models/plate_ocr.md, Ensemble).
 PLATE_OCR_SEED1 = ModelFile(
     "plate_ocr_seed1.pth",
-    "adc19b7378bf35cb03809e833f9d710b340a901a374c66b41b103d802d75bf0c",
+    "7733d51da720df2f1018e0d88f99017bd621edd8dc8de358a63b50dbd940f769",
     "models/ (scripts/train_ocr.py --network plate_ocr_seed1, see models/plate_ocr.md)",
 )
 # What `make train-ocr` fine-tunes into plate_ocr_small.pth: the first from-scratch run (models/plate_ocr.md).

@@ -33,7 +33,8 @@ What it does, and why:
 - Every crop goes through anpr.ocr.line_image, the same function inference uses; two-row plates
   are unstacked there into one line, and their label is the rows in reading order.
 - Crops are re-cut every time they are drawn, with a random box padding around the plate
-  (detector boxes are loose, shared/NOTES.md), and jittered in brightness, contrast and blur.
+  (detector boxes are loose, shared/NOTES.md), and jittered in brightness, contrast and blur; a
+  quarter of the one-row ones get part of their glyph row covered (`occlude`: frames, ornaments).
 - CTC loss, AdamW with a one-cycle schedule; one "epoch" is a fixed number of steps. Each epoch
   logs loss and exact-read accuracy on the held-out real crops and on a fixed synthetic set, and
   writes a checkpoint; a rerun resumes from the last one. The shipped weights are the last epoch's
@@ -67,7 +68,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from anpr.models import easyocr_model_dir, sha256_of, verify_model_file  # noqa: E402
-from anpr.ocr import line_image, to_batch, to_gray  # noqa: E402
+from anpr.ocr import line_image, text_row, to_batch, to_gray  # noqa: E402
 from anpr.plates import normalise  # noqa: E402
 
 MODELS = REPO / "models"
@@ -365,6 +366,43 @@ def coarsen(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
+def occlude(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Part of the glyph row hidden, as lane photos show it: a plate frame's edge over the glyphs'
+    feet or heads, or an ornament, tow bar or sticker over part of a glyph.
+
+    Half the held-out US misses are such crops (a dealer frame over `4EEU387`'s feet read `4FEU387`,
+    over `5TGN556`'s T read `5IGN556`; a figurine over `8P62983`'s 2), and neither the renders'
+    frames nor the real training crops show enough of them. Each cover leaves part of the glyph:
+    a hidden character would teach the network to invent one.
+    """
+    row = text_row(crop)
+    if row is None:
+        return crop
+    h, w = crop.shape
+    gh = row.height
+    xs = np.arange(w, dtype=np.float32)
+    centre = row.y + row.slope * (xs - (row.x0 + row.x1) / 2)  # the row's middle at each column
+    ys = np.arange(h, dtype=np.float32)[:, None]
+    if rng.random() < 0.5:  # a frame's edge, parallel to the row
+        depth, thick = float(rng.uniform(0.05, 0.2)) * gh, float(rng.uniform(0.2, 0.8)) * gh
+        if rng.random() < 0.7:
+            edge = centre + gh / 2 - depth
+            alpha = ((ys >= edge) & (ys < edge + thick)).astype(np.float32)
+        else:
+            edge = centre - gh / 2 + depth
+            alpha = ((ys <= edge) & (ys > edge - thick)).astype(np.float32)
+    else:  # a blob over the top or bottom of one glyph
+        alpha = np.zeros((h, w), np.float32)
+        cx = float(rng.uniform(row.x0, row.x1))
+        cy = row.y + row.slope * (cx - (row.x0 + row.x1) / 2) + float(rng.choice([-1, 1]) * rng.uniform(0.25, 0.5)) * gh
+        axes = (max(1, round(float(rng.uniform(0.12, 0.3)) * gh)), max(1, round(float(rng.uniform(0.12, 0.3)) * gh)))
+        cv2.ellipse(alpha, (round(cx), round(cy)), axes, float(rng.uniform(0, 180)), 0, 360, 1.0, -1)
+    alpha = cv2.GaussianBlur(alpha, (0, 0), 0.6)
+    ink = float(rng.uniform(0, 70) if rng.random() < 0.6 else rng.uniform(170, 255))
+    cover = ink + rng.normal(0, 6, (h, w))
+    return np.clip(crop * (1 - alpha) + cover * alpha, 0, 255).astype(np.uint8)
+
+
 def train_line(sample: Sample, rng: np.random.Generator, height: int) -> np.ndarray:
     """A randomly cut and jittered training line.
 
@@ -380,6 +418,8 @@ def train_line(sample: Sample, rng: np.random.Generator, height: int) -> np.ndar
         shift_x=float(rng.normal(0, 0.025)),
         shift_y=float(rng.normal(0, 0.05)),
     )
+    if not sample.two_rows and rng.random() < 0.25:
+        crop = occlude(crop, rng)
     if rng.random() < 0.5:
         crop = warp(crop, rng)
     if rng.random() < 0.25:

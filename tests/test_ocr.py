@@ -229,6 +229,27 @@ def test_renders_of_another_generator_are_not_reused(monkeypatch: pytest.MonkeyP
     assert train_ocr.renders_digest(again) == train_ocr.renders_digest(first)
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_training_occlusion_hides_part_of_the_glyph_row_never_a_whole_glyph(
+    monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    """A cover that hid a whole character would teach the network to invent one."""
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import train_ocr
+
+    crop, _ = _sheared_plate("UA", 0.0)
+    row = text_row(crop)
+    assert row is not None
+    out = train_ocr.occlude(crop, np.random.default_rng(seed))
+    assert out.shape == crop.shape and out.dtype == np.uint8
+    top, bottom = round(row.y - row.height / 2), round(row.y + row.height / 2)
+    hidden = (np.abs(out.astype(int) - crop.astype(int)) > 30)[top:bottom, round(row.x0) : round(row.x1)]
+    assert hidden.any()  # some of the glyphs covered...
+    assert hidden.mean(axis=0).max() < 0.6  # ...but no column of the row more than 60 % of its height
+    blank = np.full((40, 160), 200, np.uint8)
+    assert np.array_equal(train_ocr.occlude(blank, np.random.default_rng(seed)), blank)  # no row: untouched
+
+
 @pytest.mark.parametrize("pinned", [PLATE_OCR, PLATE_OCR_SMALL, PLATE_OCR_SEED1])
 def test_shipped_weights_match_pin_and_are_small(pinned: ModelFile) -> None:
     path = MODELS_DIR / pinned.name
