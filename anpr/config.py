@@ -132,13 +132,13 @@ class OcrConfig(Strict):
         "and 315 of 343 alone, 318 together; EU 410 and 341 of 449, 411 together (models/plate_ocr.md)",
     )
     second_sure: float = Field(
-        default=0.99,
+        default=0.985,
         ge=0.0,
         le=1.01,
         description="plate_ocr with second_network: plate_ocr_small reads every line first, and a line it "
-        "reads with a lower mean character confidence is read by plate_ocr too (~4x its cost). 0.99 skips "
-        "plate_ocr on about half the lines for the same accuracy (models/plate_ocr.md, Speed); 1.01 reads "
-        "every line with both",
+        "reads with a lower mean character confidence is read by plate_ocr too (~4x its cost). 0.985 skips "
+        "plate_ocr on about half the lines for the reads of 0.99 (session 17's networks, models/plate_ocr.md, "
+        "Speed); 1.01 reads every line with both",
     )
     vote_below: float = Field(
         default=0.97,
