@@ -370,10 +370,10 @@ def occlude(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Part of the glyph row hidden, as lane photos show it: a plate frame's edge over the glyphs'
     feet or heads, or an ornament, tow bar or sticker over part of a glyph.
 
-    Half the held-out US misses are such crops (a dealer frame over `4EEU387`'s feet read `4FEU387`,
-    over `5TGN556`'s T read `5IGN556`; a figurine over `8P62983`'s 2), and neither the renders'
-    frames nor the real training crops show enough of them. Each cover leaves part of the glyph:
-    a hidden character would teach the network to invent one.
+    Four of session 16's nine held-out US misses were such crops (a dealer frame over `4EEU387`'s
+    feet read `4FEU387`, over `5TGN556`'s T read `5IGN556`; a figurine over `8P62983`'s 2), and
+    neither the renders' frames nor the real training crops show enough of them. Each cover leaves
+    part of the glyph: a hidden character would teach the network to invent one.
     """
     row = text_row(crop)
     if row is None:
