@@ -46,7 +46,8 @@ EASYOCR_FILES = {
     ),
 }
 # Trained here by scripts/train_ocr.py; recipe, data and metrics in models/plate_ocr.md. The reader
-# runs both networks on every line (english_g2's architecture, fine-tuned; and our small CRNN).
+# runs the small CRNN on every line and plate_ocr (english_g2's architecture, fine-tuned) on the lines
+# the small one is unsure of (ocr.second_sure).
 PLATE_OCR = ModelFile(
     "plate_ocr.pth",
     "9e0eb9c9b3da25998f6765c7d075e51a5a3eec29a9074896b55a17e784f2d948",

@@ -21,7 +21,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import yaml
@@ -98,6 +98,9 @@ def text_band(gray: np.ndarray, height: int) -> tuple[int, int]:
     return top, top + height
 
 
+Columns = TypeVar("Columns", float, np.ndarray)  # one x or an array of them
+
+
 @dataclass(frozen=True, slots=True)
 class TextRow:
     """The main row of glyphs in a crop: a straight line through their centres."""
@@ -108,6 +111,10 @@ class TextRow:
     y: float  # the line's height at the row's horizontal centre
     height: float  # median glyph height
     blobs: int  # blobs on the row: one per character, fewer where glyphs touch
+
+    def y_at(self, x: Columns) -> Columns:
+        """The line's height at column(s) `x`."""
+        return self.y + self.slope * (x - (self.x0 + self.x1) / 2)
 
 
 def glyph_boxes(gray: np.ndarray) -> list[np.ndarray]:

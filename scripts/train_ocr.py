@@ -380,8 +380,7 @@ def occlude(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return crop
     h, w = crop.shape
     gh = row.height
-    xs = np.arange(w, dtype=np.float32)
-    centre = row.y + row.slope * (xs - (row.x0 + row.x1) / 2)  # the row's middle at each column
+    centre = row.y_at(np.arange(w, dtype=np.float32))  # the row's middle at each column
     ys = np.arange(h, dtype=np.float32)[:, None]
     if rng.random() < 0.5:  # a frame's edge, parallel to the row
         depth, thick = float(rng.uniform(0.05, 0.2)) * gh, float(rng.uniform(0.2, 0.8)) * gh
@@ -394,7 +393,7 @@ def occlude(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     else:  # a blob over the top or bottom of one glyph
         alpha = np.zeros((h, w), np.float32)
         cx = float(rng.uniform(row.x0, row.x1))
-        cy = row.y + row.slope * (cx - (row.x0 + row.x1) / 2) + float(rng.choice([-1, 1]) * rng.uniform(0.25, 0.5)) * gh
+        cy = row.y_at(cx) + float(rng.choice([-1, 1]) * rng.uniform(0.25, 0.5)) * gh
         axes = (max(1, round(float(rng.uniform(0.12, 0.3)) * gh)), max(1, round(float(rng.uniform(0.12, 0.3)) * gh)))
         cv2.ellipse(alpha, (round(cx), round(cy)), axes, float(rng.uniform(0, 180)), 0, 360, 1.0, -1)
     alpha = cv2.GaussianBlur(alpha, (0, 0), 0.6)
