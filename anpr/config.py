@@ -192,9 +192,10 @@ class OcrConfig(Strict):
         default=3.5,
         ge=1.0,
         le=20.0,
-        description="plate_ocr: crops taller than their width / this are also read in a band this much "
-        "narrower than the crop, centred on the glyph-like rows (loose detector boxes); lower tries it "
-        "on fewer crops, higher cuts tall (US, two-row) plates",
+        description="plate_ocr: crops taller than their width / this have a glyph band, rows this much "
+        "narrower than the crop centred on the glyph-like rows (loose detector boxes, dealer frames); its "
+        "reads join the vote on an unsure line and it is read alone when the crop's read stays unsure; "
+        "lower tries it on fewer crops, higher cuts tall (US, two-row) plates",
     )
     level_above_deg: float = Field(
         default=6.0,

@@ -19,6 +19,7 @@ cannot drift apart.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -515,7 +516,7 @@ class PlateOcrReader:
             raise ValueError(f"{', '.join(names)} must share one character_list (models/*.yaml)")
         self.max_slope = float(np.tan(np.radians(cfg.level_above_deg)))
 
-    def read_lines(self, cuts: list[LineCut]) -> list[Decoded]:
+    def read_lines(self, cuts: list[LineCut], bands: Mapping[int, LineCut] | None = None) -> list[Decoded]:
         """Decode a batch of line cuts (one forward pass per network, each at its own line height).
 
         With the second network, it (the small, ~5x cheaper one) reads every line first, and only the
@@ -524,6 +525,11 @@ class PlateOcrReader:
         still unsure (under `ocr.vote_below`) are read zoomed (`VOTE_SCALES`) by every network, and
         as they are and zoomed by the voters (`ocr.voters`: networks trained to err elsewhere), and
         the reads vote (`vote`): one more forward pass per network for all of them together.
+
+        `bands` gives some lines the glyph band of the same crop (`text_band`). If such a line goes to
+        the vote, every network and voter reads its band too, as it is and zoomed, and those reads
+        join the vote: a dealer frame's print above and below the glyphs, squeezed into the line with
+        them, misleads the whole-crop reads (openalpr-us `5ZUC921` read `5ZUC221`; models/plate_ocr.md).
         """
         if len(self.networks) == 1:
             reads = self.networks[0].read(cuts)
@@ -545,6 +551,13 @@ class PlateOcrReader:
                 again = network.read(lines, scales)  # line by line, each at every scale
                 for j, pool in enumerate(pools):
                     pool += again[j * len(scales) : (j + 1) * len(scales)]
+            banded = [(j, bands[i]) for j, i in enumerate(unsure) if bands and i in bands]
+            if banded:
+                scales = (1.0, *VOTE_SCALES)
+                for network in self.networks + self.voters:
+                    again = network.read([band for _, band in banded], scales)
+                    for k, (j, _) in enumerate(banded):
+                        pools[j] += again[k * len(scales) : (k + 1) * len(scales)]
             for i, pool in zip(unsure, pools, strict=True):
                 reads[i] = vote(pool)
         return reads
@@ -570,15 +583,15 @@ class PlateOcrReader:
             cuts.append(LineCut(gray, two_rows=True))
             if split is not None:  # found on the crop as cut: a two-row crop is never levelled, deslant moves only x
                 cuts.append(LineCut(gray, two_rows=True, split=split))
-        reads = self.read_lines(cuts)
+        # The band of rows richest in vertical edges (glyph strokes): the glyph row alone, if the crop
+        # is a loose detector box two or three plates tall or a plate in a dealer's frame.
+        band_rows = round(w / self.cfg.band_aspect)
+        band = LineCut(gray[slice(*text_band(gray, band_rows))]) if 4 <= band_rows < h else None
+        reads = self.read_lines(cuts, None if band is None else {0: band})
         best = self._pick(reads, row)
-        if not self._sure(best):
-            # Unsure: maybe a one-row plate in a loose detector box, two or three plates tall.
-            # Read the band of rows richest in vertical edges (glyph strokes) alone.
-            band = round(w / self.cfg.band_aspect)
-            if 4 <= band < h:
-                top, bottom = text_band(gray, band)
-                best = max([best, *self.read_lines([LineCut(gray[top:bottom])])], key=self._rank)
+        if not self._sure(best) and band is not None:
+            # Unsure: read the band alone, as a candidate of its own.
+            best = max([best, *self.read_lines([band])], key=self._rank)
         if best.mean_confidence < self.cfg.retry_below:
             # Still unsure: the row or the slant may have been misjudged (a badge between the glyph
             # groups, a frame edge), or a row flatter than level_above_deg may read better levelled
