@@ -19,7 +19,6 @@ cannot drift apart.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -332,6 +331,9 @@ class LineCut:
     gray: np.ndarray
     two_rows: bool = False
     split: int | None = None
+    # The glyph band of the same crop (`text_band`): if this line goes to the vote, the band's reads
+    # join it (`PlateOcrReader.read_lines`).
+    band: LineCut | None = None
 
     def line(self, height: int) -> np.ndarray:
         return line_image(self.gray, self.two_rows, self.split, height)
@@ -516,7 +518,7 @@ class PlateOcrReader:
             raise ValueError(f"{', '.join(names)} must share one character_list (models/*.yaml)")
         self.max_slope = float(np.tan(np.radians(cfg.level_above_deg)))
 
-    def read_lines(self, cuts: list[LineCut], bands: Mapping[int, LineCut] | None = None) -> list[Decoded]:
+    def read_lines(self, cuts: list[LineCut]) -> list[Decoded]:
         """Decode a batch of line cuts (one forward pass per network, each at its own line height).
 
         With the second network, it (the small, ~5x cheaper one) reads every line first, and only the
@@ -526,10 +528,11 @@ class PlateOcrReader:
         as they are and zoomed by the voters (`ocr.voters`: networks trained to err elsewhere), and
         the reads vote (`vote`): one more forward pass per network for all of them together.
 
-        `bands` gives some lines the glyph band of the same crop (`text_band`). If such a line goes to
-        the vote, every network and voter reads its band too, as it is and zoomed, and those reads
-        join the vote: a dealer frame's print above and below the glyphs, squeezed into the line with
-        them, misleads the whole-crop reads (openalpr-us `5ZUC921` read `5ZUC221`; models/plate_ocr.md).
+        A line that goes to the vote with a `band` (the glyph band of its crop) has the band read by
+        every network and voter too, as it is and zoomed, and those reads join its vote (one more
+        forward pass per network, the voters' in the same batch): a dealer frame's print above and
+        below the glyphs, squeezed into the line with them, misleads the whole-crop reads
+        (openalpr-us `5ZUC921` read `5ZUC221`; models/plate_ocr.md, Inference recipe).
         """
         if len(self.networks) == 1:
             reads = self.networks[0].read(cuts)
@@ -541,25 +544,21 @@ class PlateOcrReader:
                 for i, d in zip(unsure, main.read([cuts[i] for i in unsure]), strict=True):
                     reads[i] = max(d, reads[i], key=lambda d: d.mean_confidence)
         # Still unsure: read the line zoomed in and out by every network, as it is and zoomed by the
-        # voters, and let the reads vote.
+        # voters, its band too, and let the reads vote.
         unsure = [i for i, d in enumerate(reads) if d.mean_confidence < self.cfg.vote_below]
         if unsure:
-            lines = [cuts[i] for i in unsure]
-            pools: list[list[Decoded]] = [[reads[i]] for i in unsure]
-            plan = [(n, VOTE_SCALES) for n in self.networks] + [(n, (1.0, *VOTE_SCALES)) for n in self.voters]
-            for network, scales in plan:
-                again = network.read(lines, scales)  # line by line, each at every scale
-                for j, pool in enumerate(pools):
-                    pool += again[j * len(scales) : (j + 1) * len(scales)]
-            banded = [(j, bands[i]) for j, i in enumerate(unsure) if bands and i in bands]
-            if banded:
-                scales = (1.0, *VOTE_SCALES)
-                for network in self.networks + self.voters:
-                    again = network.read([band for _, band in banded], scales)
-                    for k, (j, _) in enumerate(banded):
-                        pools[j] += again[k * len(scales) : (k + 1) * len(scales)]
-            for i, pool in zip(unsure, pools, strict=True):
-                reads[i] = vote(pool)
+            pools = {i: [reads[i]] for i in unsure}
+            lines = [(cuts[i], pools[i]) for i in unsure]
+            bands = [(band, pools[i]) for i in unsure if (band := cuts[i].band) is not None]
+            every = (1.0, *VOTE_SCALES)
+            jobs = [(n, lines, VOTE_SCALES) for n in self.networks] + [(n, lines + bands, every) for n in self.voters]
+            jobs += [(n, bands, every) for n in self.networks if bands]
+            for network, work, scales in jobs:
+                again = network.read([cut for cut, _ in work], scales)  # cut by cut, each at every scale
+                for k, (_, pool) in enumerate(work):
+                    pool += again[k * len(scales) : (k + 1) * len(scales)]
+            for i in unsure:
+                reads[i] = vote(pools[i])
         return reads
 
     def read(self, crop: np.ndarray) -> PlateRead | None:
@@ -576,18 +575,18 @@ class PlateOcrReader:
                 gray, levelled = cut, True
         gray = deslant(gray)
         h, w = gray.shape
-        cuts = [LineCut(gray)]
+        # The band of rows richest in vertical edges (glyph strokes): the glyph row alone, if the crop
+        # is a loose detector box two or three plates tall or a plate in a dealer's frame.
+        band_rows = round(w / self.cfg.band_aspect)
+        band = LineCut(gray[slice(*text_band(gray, band_rows))]) if 4 <= band_rows < h else None
+        cuts = [LineCut(gray, band=band)]
         # A square-ish crop may be a two-row plate (or a ~2:1 US plate): read it both ways in one
         # batch. Read as one line, a two-row plate often gives its bigger row alone, confidently.
         if w < self.cfg.two_row_aspect * h:
             cuts.append(LineCut(gray, two_rows=True))
             if split is not None:  # found on the crop as cut: a two-row crop is never levelled, deslant moves only x
                 cuts.append(LineCut(gray, two_rows=True, split=split))
-        # The band of rows richest in vertical edges (glyph strokes): the glyph row alone, if the crop
-        # is a loose detector box two or three plates tall or a plate in a dealer's frame.
-        band_rows = round(w / self.cfg.band_aspect)
-        band = LineCut(gray[slice(*text_band(gray, band_rows))]) if 4 <= band_rows < h else None
-        reads = self.read_lines(cuts, None if band is None else {0: band})
+        reads = self.read_lines(cuts)
         best = self._pick(reads, row)
         if not self._sure(best) and band is not None:
             # Unsure: read the band alone, as a candidate of its own.

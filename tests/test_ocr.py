@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -481,7 +482,7 @@ def _reading_cuts_as(line: tuple[str, float], two_rows: tuple[str, float]) -> Pl
     reader.cfg = OcrConfig()
     reader.max_slope = 1.0
     reads = {False: _decoded(*line), True: _decoded(*two_rows)}
-    reader.read_lines = lambda cuts, bands=None: [reads[c.two_rows] for c in cuts]  # type: ignore[method-assign]
+    reader.read_lines = lambda cuts: [reads[c.two_rows] for c in cuts]  # type: ignore[method-assign]
     return reader
 
 
@@ -522,7 +523,8 @@ class _CutNetwork:
     """A stand-in PlateNetwork that reads a cut by its first pixel: `texts[pixel]`, and logs the cuts."""
 
     def __init__(self, texts: dict[int, tuple[str, float]]) -> None:
-        self.texts, self.seen = texts, list[int]()
+        self.texts = texts
+        self.seen: list[int] = []
 
     def read(self, cuts: list[LineCut], scales: tuple[float, ...] = (1.0,)) -> list[Decoded]:
         self.seen += [int(c.gray[0, 0]) for c in cuts]
@@ -539,13 +541,13 @@ def test_an_unsure_line_votes_with_the_reads_of_its_glyph_band() -> None:
     line, band = (LineCut(np.full((LINE_H, LINE_W), v, np.uint8)) for v in (0, 1))
     assert reader.read_lines([line])[0].text == "AB128"  # without its band: the only text read
     # Each network reads the band as it is and zoomed: 9 reads x 0.85 beat the line's 8 x 0.9.
-    assert reader.read_lines([line], {0: band})[0].text == "AB123"
+    assert reader.read_lines([replace(line, band=band)])[0].text == "AB123"
     assert all(n.seen[-1] == 1 for n in reader.networks + reader.voters)
     # A line read surely never goes to the vote, and nobody reads its band.
-    sure = LineCut(np.full((LINE_H, LINE_W), 2, np.uint8))
+    sure = LineCut(np.full((LINE_H, LINE_W), 2, np.uint8), band=band)
     for n in reader.networks + reader.voters:
         n.seen.clear()
-    assert reader.read_lines([sure], {0: band})[0].text == "XY999"
+    assert reader.read_lines([sure])[0].text == "XY999"
     assert [n.seen for n in reader.networks + reader.voters] == [[], [2], []]
 
 
