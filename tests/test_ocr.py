@@ -192,6 +192,35 @@ def test_our_eu_labels_are_clean_and_their_split_keeps_each_plate_on_one_side() 
     assert 0.25 <= len(split["heldout"]) / len(rows) <= 0.35
 
 
+def test_the_br_audit_reads_every_held_out_crop_and_changes_a_label_only_when_both_readers_agree_surely(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import json
+
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import eval_ocr
+
+    split = json.loads((MODELS_DIR / "plate_ocr_split.json").read_text(encoding="utf-8"))["sets"]["br-plate-crops"]
+    assert sorted(eval_ocr.audited_labels()) == sorted(split["heldout"])
+    header = "image\tlabel\treader_a\tsure_a\treader_b\tsure_b\tnotes_a\tnotes_b\n"
+    rows = [
+        "agreed\tAAA5020\tMHA0361\tyes\tMHA0361\tyes\t\t",
+        "one_unsure\tAYQ2915\tAVQ2915\tno\tAVQ2915\tyes\t3:Q/O\t",
+        "disagree\tMBY9234\tHBY9234\tyes\tNBY9234\tyes\t\t",
+        "confirmed\tATT2265\tATT2265\tyes\tATT2265\tyes\t\t",
+        "no_plate\tAJW7942\t-\tyes\t-\tyes\t\t",
+    ]
+    audit = tmp_path / "audit.tsv"
+    audit.write_text(header + "\n".join(rows) + "\n", encoding="utf-8")
+    assert eval_ocr.audited_labels(audit) == {
+        "agreed": "MHA0361",
+        "one_unsure": "AYQ2915",
+        "disagree": "MBY9234",
+        "confirmed": "ATT2265",
+        "no_plate": "AJW7942",
+    }
+
+
 def test_labels_added_later_are_split_without_moving_a_listed_crop(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(REPO / "scripts"))
     import train_ocr
