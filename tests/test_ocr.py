@@ -221,6 +221,23 @@ def test_the_br_audit_reads_every_held_out_crop_and_changes_a_label_only_when_bo
     }
 
 
+def test_a_held_out_plate_a_character_off_a_trained_one_is_not_scored_as_unseen(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """br-plate-crops labels some cars two ways across their frames: AVQ2915 trained, AYQ2915 held out."""
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import eval_ocr
+
+    monkeypatch.setattr(eval_ocr, "trained_plates", lambda name: {"AVQ2915", "ABC1234"})
+    labels = {"relabelled": "AYQ2915", "new": "XYZ9876", "same": "ABC1234", "two_off": "ABC1299"}
+    assert eval_ocr.scorings("openalpr-us", labels) == {
+        "openalpr-us": labels,
+        "openalpr-us, unseen plates": {"new": "XYZ9876", "two_off": "ABC1299"},
+    }
+    monkeypatch.setattr(eval_ocr, "trained_plates", lambda name: {"QQQ0000"})
+    assert list(eval_ocr.scorings("openalpr-us", labels)) == ["openalpr-us"]  # all unseen: no second row
+
+
 def test_labels_added_later_are_split_without_moving_a_listed_crop(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(REPO / "scripts"))
     import train_ocr
