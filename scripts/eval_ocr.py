@@ -15,7 +15,8 @@ End to end on ua-plates (never trained on) is plain `anpr eval`, see docs/accura
 Each set is also scored on its held-out crops whose plate no training crop shows, not even one
 character off ("unseen plates"): the BR and US splits were drawn by image, so most held-out BR
 crops are other frames of a car whose frames were trained on, and those flatter the figure
-(models/plate_ocr.md, Metrics, session 19). br-plate-crops is scored against its audited labels too (`audited_labels`).
+(models/plate_ocr.md, Metrics, session 19). br-plate-crops is scored against its audited labels
+too (`audited_labels`). Wrong reads are listed for the scorings of all held-out crops.
 """
 
 from __future__ import annotations
@@ -136,14 +137,12 @@ def main() -> None:
         args.sets.append("openalpr-us photos")
 
     results: dict[tuple[str, str], tuple[float, int, float]] = {}
-    rows: list[str] = []  # table rows in order: a set, then its other scorings
     for network in args.networks:
         cfg = OcrConfig(network=network, **({} if args.voters is None else {"voters": args.voters}))
         reader = make_reader(cfg)
         for name in args.sets:
             if name == "openalpr-us photos":
                 results[(network, name)] = photos(cfg)
-                rows += [name] if name not in rows else []
                 continue
             crops = heldout_crops(name, cfg.pad_x, cfg.pad_y)
             texts, ms = {}, []
@@ -156,12 +155,11 @@ def main() -> None:
                 wrong = [f"{i} {p} -> {texts[i] or '-'}" for i, p in truth.items() if texts[i] != p]
                 hits = len(truth) - len(wrong)
                 results[(network, scoring)] = (hits / len(truth), len(truth), float(np.median(ms)))
-                rows += [scoring] if scoring not in rows else []
-                shown = f"; wrong: {', '.join(wrong[: args.errors])}" if "unseen" not in scoring else ""
+                shown = f"; wrong: {', '.join(wrong[: args.errors])}" if len(truth) == len(crops) else ""
                 print(f"{network} {scoring}: {hits}/{len(truth)} exact{shown}", flush=True)
     print(f"\n| set | held-out crops | {' | '.join(args.networks)} |")
     print(f"|---|---|{'---|' * len(args.networks)}")
-    for name in rows:
+    for name in dict.fromkeys(scoring for _, scoring in results):  # a set, then its other scorings
         n = results[(args.networks[0], name)][1]
         cells = [f"{results[(net, name)][0]:.3f} ({results[(net, name)][2]:.0f} ms)" for net in args.networks]
         print(f"| {name} | {n} | {' | '.join(cells)} |")
