@@ -13,10 +13,9 @@ demo: setup
 test: setup
 	.venv/bin/python -m pytest
 
-# Rebuild the plate networks the reader runs: models/plate_ocr_small.pth (fine-tune of the committed
-# small base, ~20 min on 2 cores incl. ~7 rendering), models/plate_ocr.pth (fine-tune on 48 px lines
-# of the committed models/plate_ocr_stage1.pth, ~35-45 min, reusing the small run's renders) and the
-# voter models/plate_ocr_seed1.pth (the same with seed 1: its own renders, ~40 min); needs
+# Rebuild our plate networks (the CCT's second opinion): models/plate_ocr_small.pth (fine-tune of the
+# committed small base, ~20 min on 2 cores incl. ~7 rendering) and models/plate_ocr.pth (fine-tune on
+# 48 px lines of the committed models/plate_ocr_stage1.pth, ~35-45 min, reusing the small run's renders); needs
 # ../shared/datasets, and root for the fonts the plates are drawn in. Bit-reproducible: the script pins
 # the CPU kernels (models/plate_ocr.md, Recipe); each resumes from its .cache/ folder if interrupted.
 train-ocr: setup
@@ -26,5 +25,3 @@ train-ocr: setup
 		--epochs 6 --lr 3e-4 --work .cache/ocr_small --renders .cache/ocr_train --export
 	.venv/bin/python scripts/train_ocr.py --init models/plate_ocr_stage1.pth --epochs 3 --lr 3e-4 --work .cache/ocr_hd \
 		--renders .cache/ocr_train --export
-	.venv/bin/python scripts/train_ocr.py --network plate_ocr_seed1 --init models/plate_ocr_stage1.pth --epochs 3 \
-		--lr 3e-4 --seed 1 --work .cache/ocr_seed1 --renders .cache/ocr_train --export

@@ -309,12 +309,11 @@ def models_verify(config: ConfigOpt = None) -> None:
     """Check every model file against its pinned sha256."""
     from anpr.config import MODELS_DIR
     from anpr.models import (
-        PLATE_OCR_BASE,
-        PLATE_OCR_STAGE1,
+        EASYOCR_FILES,
+        PINNED_BY_NAME,
         ModelError,
         detector_weights,
         easyocr_model_dir,
-        plate_ocr_weights,
         verify_model_file,
     )
 
@@ -322,11 +321,8 @@ def models_verify(config: ConfigOpt = None) -> None:
     try:
         typer.echo(f"ok {detector_weights(cfg.detector.weights)}")
         typer.echo(f"ok {easyocr_model_dir()}")
-        typer.echo(f"ok {plate_ocr_weights()}")
-        typer.echo(f"ok {plate_ocr_weights(network='plate_ocr_small')}")
-        typer.echo(f"ok {plate_ocr_weights(network='plate_ocr_seed1')}")
-        typer.echo(f"ok {verify_model_file(MODELS_DIR / PLATE_OCR_BASE.name)}")
-        typer.echo(f"ok {verify_model_file(MODELS_DIR / PLATE_OCR_STAGE1.name)}")
+        for name in PINNED_BY_NAME.keys() - EASYOCR_FILES.keys():  # EasyOCR's live in its package
+            typer.echo(f"ok {verify_model_file(MODELS_DIR / name)}")
     except ModelError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None

@@ -101,16 +101,40 @@ class GateConfig(Strict):
 
 
 class OcrConfig(Strict):
-    backend: Literal["easyocr"] = "easyocr"
-    network: Literal["plate_ocr", "english_g2"] = Field(
-        default="plate_ocr",
-        description="plate_ocr: the plate-trained network in models/ (models/plate_ocr.md); english_g2: "
-        "EasyOCR's stock English model, far less accurate on plates, kept for comparison",
+    network: Literal["cct", "plate_ocr", "english_g2"] = Field(
+        default="cct",
+        description="cct: fast-plate-ocr's CCT-XS v2 global network (real plates of 65+ countries; names the "
+        "country too); plate_ocr: our plate-trained networks alone (models/plate_ocr.md); english_g2: "
+        "EasyOCR's stock English model, far less accurate on plates. Figures: docs/accuracy.md",
     )
-    readtext: bool = Field(
+    unsure_below: float = Field(
+        default=0.9,
+        ge=0.0,
+        le=1.01,
+        description="cct: a read with a character of lower confidence is read again (colour crop, then the "
+        "second opinion) and the surest read wins; higher reads more crops twice (slower), 0 never does",
+    )
+    second_opinion: bool = Field(
         default=True,
-        description="english_g2 only: find text lines inside the crop with CRAFT first; slower but reads "
-        "far better than recognize() on the whole crop (shared/NOTES.md)",
+        description="cct: our plate-trained networks (plate_ocr_small, then plate_ocr) also read the crops "
+        "the CCT stays unsure of, and win where they are surer (held-out BR/US/EU reads, docs/accuracy.md); "
+        "false loads no torch or EasyOCR",
+    )
+    min_confidence: float = Field(
+        default=0.8,
+        ge=0.0,
+        le=1.0,
+        description="a read whose mean character confidence is lower is no read (None): on the held-out real "
+        "crops nearly every read below 0.8 was wrong. Higher drops more guesses on tiny, blurred crops (the "
+        "tracker reads a later, larger crop), lower lets them through",
+    )
+    threads: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="threads for one network call (OpenVINO, or torch set around the call and restored): a "
+        "plate crop is too small to split, and a second thread spinning on a busy 2-core machine made reads "
+        "~10x slower (measured)",
     )
     two_row_aspect: float = Field(
         default=1.8,
@@ -118,96 +142,44 @@ class OcrConfig(Strict):
         le=10.0,
         description="plate_ocr: crops narrower than this x their height are also read as a two-row plate "
         "(rows side by side, same batch), which wins when it contains the one-line read or is surer; 0 "
-        "never tries two rows, higher reads more one-row crops twice",
-    )
-    quantize: bool = Field(
-        default=True,
-        description="int8 dynamic quantization of the recogniser's LSTM/linear layers (EasyOCR's); "
-        "plate_ocr on the torch runtime, and english_g2",
-    )
-    second_network: bool = Field(
-        default=True,
-        description="plate_ocr: also read with plate_ocr_small (our small CRNN, ~1 ms a line on OpenVINO); "
-        "per line the surer read wins. The two miss different plates (session 11's plate_ocr): held-out BR 309 "
-        "and 315 of 343 alone, 318 together; EU 410 and 341 of 449, 411 together (models/plate_ocr.md)",
+        "never tries two rows. The CCT reads two-row plates as they are",
     )
     second_sure: float = Field(
         default=0.985,
         ge=0.0,
         le=1.01,
-        description="plate_ocr with second_network: plate_ocr_small reads every line first, and a line it "
-        "reads with a lower mean character confidence is read by plate_ocr too (~4x its cost). 0.985 skips "
-        "plate_ocr on about half the lines for the reads of 0.99 (session 17's networks, models/plate_ocr.md, "
-        "Speed); 1.01 reads every line with both",
-    )
-    vote_below: float = Field(
-        default=0.97,
-        ge=0.0,
-        le=1.01,
-        description="plate_ocr: a line still read with a lower mean character confidence is read again "
-        "scaled 0.92x and 1.08x by every network, and the text with the highest summed confidence wins "
-        "(4 more forward passes for such a line; held-out BR/US/EU crops +1/+1/0 with the 48 px plate_ocr, "
-        "US crops' median time 20 -> 52 ms; session 11's 32 px one: +2/+1/+3, 9 -> 19 ms; "
-        "models/plate_ocr.md); 0 never votes",
-    )
-    voters: list[Literal["plate_ocr_seed1", "plate_ocr_stage1"]] = Field(
-        default=["plate_ocr_seed1", "plate_ocr_stage1"],
-        description="plate_ocr: more networks that join the vote on a line still unsure (vote_below), each "
-        "reading it as it is and zoomed: plate_ocr_seed1 (plate_ocr's recipe with another seed) and "
-        "plate_ocr_stage1 (the 32 px network plate_ocr was fine-tuned from) err on other plates than "
-        "plate_ocr (models/plate_ocr.md, Ensemble); [] votes with plate_ocr and plate_ocr_small alone: "
-        "less CPU per live frame (docs/performance.md, session 14), fewer exact reads",
+        description="plate_ocr: plate_ocr_small reads every line first, and a line it reads with a lower mean "
+        "character confidence is read by plate_ocr too (~4x its cost); 1.01 reads every line with both",
     )
     runtime: Literal["openvino", "torch"] = Field(
         default="openvino",
-        description="plate_ocr: run the network EasyOCR loaded (weights verified, float) on OpenVINO, "
-        "converted in memory at start (~2 s a network; f32: the same reads as torch's float module, "
-        "tests/test_ocr.py), ~4x faster on this CPU (scripts/bench_ocr.py); torch runs EasyOCR's own module",
+        description="plate_ocr: run the networks EasyOCR loaded (weights verified, float) on OpenVINO, "
+        "converted in memory at start (~2 s a network; the same reads as torch's float module), ~4x faster "
+        "on this CPU; torch runs EasyOCR's own module",
     )
-    retry_below: float = Field(
-        default=0.9,
-        ge=0.0,
-        le=1.01,
-        description="plate_ocr: a whole-crop read with a lower mean character confidence (or under 4 "
-        "characters) is retried as a two-row plate and as the glyph band alone, and the surest read "
-        "wins; higher retries more crops (slower), 0 never retries",
+    quantize: bool = Field(
+        default=True,
+        description="int8 dynamic quantization of the recogniser's LSTM/linear layers (EasyOCR's): plate_ocr "
+        "on the torch runtime, and english_g2",
     )
-    min_confidence: float = Field(
-        default=0.8,
+    cache_dir: Path = Field(
+        default=REPO_ROOT / ".cache" / "models",
+        description="plate_ocr on OpenVINO: where its exports are written (generated, never downloaded)",
+    )
+    readtext: bool = Field(
+        default=True,
+        description="english_g2 only: find text lines inside the crop with CRAFT first; slower but reads "
+        "far better than recognize() on the whole crop (shared/NOTES.md)",
+    )
+    pad_x: float = Field(
+        default=0.0,
         ge=0.0,
         le=1.0,
-        description="plate_ocr: a read whose mean character confidence is lower is no read (None); on the "
-        "held-out real crops every read below 0.8 was wrong. Higher drops more guesses on tiny, blurred "
-        "crops (the tracker reads a later, larger crop), lower lets them through",
+        description="crop padding, fraction of the detector box's width. The CCT was trained on plate boxes as "
+        "they are: on the openalpr-us photos it read 127 / 129 / 126 of the 155 training-split photos with "
+        "0 / 0.04 / 0.08 (pad_y 0 / 0.08 / 0.15), and ua-plates 20 / 19 / 18 of 21 (docs/accuracy.md)",
     )
-    threads: int = Field(
-        default=1,
-        ge=1,
-        le=64,
-        description="plate_ocr: threads for one read (OpenVINO, or torch set around the call and restored: a torch "
-        "detector in the same process keeps its own); a 32x128 line is too small to split, and a "
-        "second thread spinning on a busy 2-core machine made reads ~10x slower (measured)",
-    )
-    band_aspect: float = Field(
-        default=3.5,
-        ge=1.0,
-        le=20.0,
-        description="plate_ocr: crops taller than their width / this have a glyph band, rows this much "
-        "narrower than the crop centred on the glyph-like rows (loose detector boxes, dealer frames); its "
-        "reads join the vote on an unsure line and it is read alone when the crop's read stays unsure; "
-        "lower tries it on fewer crops, higher cuts tall (US, two-row) plates",
-    )
-    level_above_deg: float = Field(
-        default=6.0,
-        ge=0.0,
-        le=90.0,
-        description="plate_ocr: a row of glyphs sloping more than this many degrees (a plate seen from the "
-        "side) is sheared level and cut around the row before reading. The network's synthetic plates slope "
-        "up to ~6 degrees; lower also levels flatter rows (levelling every row lost held-out BR/US reads), "
-        "90 never levels",
-    )
-    pad_x: float = Field(default=0.08, ge=0.0, le=1.0, description="crop padding, fraction of box width")
-    pad_y: float = Field(default=0.15, ge=0.0, le=1.0, description="crop padding, fraction of box height")
+    pad_y: float = Field(default=0.0, ge=0.0, le=1.0, description="crop padding, fraction of the box's height")
     min_line_height: float = Field(
         default=0.6,
         ge=0.1,
@@ -223,6 +195,23 @@ class PlatesConfig(Strict):
         description="grammars tried in order; a read fitting none falls back to the generic rule",
     )
     correct: bool = Field(default=True, description="fix O/0, I/1, B/8... by position using the grammar")
+    unsure_below: float = Field(
+        default=0.9,
+        ge=0,
+        le=1.01,
+        description="a character the OCR read with less confidence than this may be swapped for its "
+        "look-alike or stripped as a border stroke; surer ones are kept as read. Higher rewrites more "
+        "reads (1.01: every character), 0 never rewrites",
+    )
+    region_sure: float = Field(
+        default=0.5,
+        ge=0,
+        le=1.01,
+        description="from this region-head probability on, the plate's country is the OCR's region and "
+        "only that country's grammar is fitted; below, the read is fitted to `countries`. Higher sends "
+        "more foreign plates to the lane grammars (which may bend them into their shape), lower trusts "
+        "a misjudged region; 1.01 ignores the region head",
+    )
 
     @field_validator("countries")
     @classmethod

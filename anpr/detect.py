@@ -1,9 +1,11 @@
 """Plate detection: one small interface, backends chosen by config.
 
-Both backends run the same ultralytics YOLOv8 plate model (detector "B", models/README.md) and the
-same ultralytics pre/post-processing, so their boxes agree; OpenVINO only swaps the inference
-engine (~3x faster on CPU, shared/NOTES.md). Heavy imports happen inside the backend so that
-`import anpr` stays light.
+Both backends run the same ultralytics YOLOv8 plate model (detector "B", models/README.md) and give
+the same boxes. `backend: torch` runs it through ultralytics on PyTorch. `backend: openvino` runs the
+cached OpenVINO export straight on the `openvino` runtime (~3x faster on CPU than PyTorch,
+shared/NOTES.md) with ultralytics' letterbox, NMS and box scaling redone in numpy/cv2: no torch or
+ultralytics import at run time (seconds of cold start, per-call overhead, and AGPL code we need not
+load). Heavy imports happen inside the backend so that `import anpr` stays light.
 """
 
 from __future__ import annotations
@@ -28,6 +30,13 @@ log = logging.getLogger(__name__)
 TILE_OVERLAP = 0.25
 TILE_ABOVE = 1.5
 
+# ultralytics' letterbox fill and NMS limits (predict defaults), kept so that OpenVinoDetector's
+# boxes are the ones ultralytics gives.
+LETTERBOX_FILL = 114
+MAX_DET = 300
+MAX_NMS = 30000
+MAX_WH = 7680
+
 
 class PlateDetector(Protocol):
     def detect(self, image: np.ndarray) -> list[PlateDetection]:
@@ -36,7 +45,11 @@ class PlateDetector(Protocol):
 
 
 class UltralyticsDetector:
-    """YOLO plate detector through ultralytics, on PyTorch or on an OpenVINO export."""
+    """YOLO plate detector through ultralytics, on PyTorch or on an OpenVINO export.
+
+    `make_detector` uses it for `backend: torch`; on the OpenVINO export it is the reference that
+    `OpenVinoDetector` must equal (tests/test_detect.py).
+    """
 
     def __init__(self, cfg: DetectorConfig) -> None:
         enforce_offline()
@@ -62,7 +75,7 @@ class UltralyticsDetector:
         blank = np.zeros((self.cfg.imgsz, self.cfg.imgsz, 3), np.uint8)
         self.model.predict(blank, imgsz=self.cfg.imgsz, verbose=False)
         backend = self.model.predictor.model.backend
-        config = openvino_f32_config()
+        config = openvino_f32_config(INFERENCE_NUM_THREADS=self.cfg.threads)
         backend.compile_model = functools.partial(backend.compile_model, config=config)
         backend.ov_compiled_model = backend.compile_model(ov.Core().read_model(next(export_dir.glob("*.xml"))))
 
@@ -75,6 +88,137 @@ class UltralyticsDetector:
         conf = boxes.conf.cpu().numpy()
         found = [PlateDetection(Box(*(float(v) for v in xyxy[i])), float(conf[i])) for i in range(len(conf))]
         return sorted(found, key=lambda d: d.confidence, reverse=True)
+
+
+class OpenVinoDetector:
+    """YOLOv8 plate detector on the cached OpenVINO export, run by `openvino` alone.
+
+    Why not ultralytics: `YOLO(...).predict` imports torch and ultralytics (most of `anpr read`'s
+    cold start) and adds a few ms per call around the inference. Pre- and post-processing here
+    are ultralytics' own for a static square export (`letterbox`, `yolo_boxes`), so the boxes are
+    `UltralyticsDetector`'s on the same export (tests/test_detect.py).
+    """
+
+    def __init__(self, cfg: DetectorConfig) -> None:
+        import openvino as ov
+
+        self.cfg = cfg
+        export = openvino_export(cfg)
+        xml = next(export.glob("*.xml"))
+        core = ov.Core()
+        model = core.read_model(xml)
+        shape = model.input(0).get_partial_shape()
+        if shape.is_dynamic or [d.get_length() for d in shape] != [1, 3, cfg.imgsz, cfg.imgsz]:
+            raise ModelError(
+                f"{xml} takes input {shape}, expected [1,3,{cfg.imgsz},{cfg.imgsz}] (a static export at "
+                f"detector.imgsz); delete {export} and it is exported again"
+            )
+        self.imgsz = cfg.imgsz
+        compiled = core.compile_model(model, "CPU", openvino_f32_config(INFERENCE_NUM_THREADS=cfg.threads))
+        self._request = compiled.create_infer_request()
+        self._input = np.empty((1, 3, cfg.imgsz, cfg.imgsz), np.float32)
+        # The first inference of a compiled model is the slowest (oneDNN builds its kernels then; here
+        # up to ~1.7x a warm one): pay it at load, not on the first car.
+        self.detect(np.full((cfg.imgsz, cfg.imgsz, 3), LETTERBOX_FILL, np.uint8))
+
+    def detect(self, image: np.ndarray) -> list[PlateDetection]:
+        padded, fit = letterbox(as_bgr(image), self.imgsz)
+        # BGR HWC uint8 -> RGB CHW float32 in [0, 1], divided as ultralytics does (not multiplied by 1/255).
+        np.divide(padded[..., ::-1].transpose(2, 0, 1), 255, out=self._input[0], dtype=np.float32)
+        self._request.infer({0: self._input}, share_inputs=True)
+        output = self._request.get_output_tensor(0).data
+        xyxy, conf = yolo_boxes(output[0], self.cfg.confidence, self.cfg.iou)
+        xyxy = scale_boxes(xyxy, fit, image.shape[:2])
+        found = [PlateDetection(Box(*(float(v) for v in xyxy[i])), float(conf[i])) for i in range(len(conf))]
+        return sorted(found, key=lambda d: d.confidence, reverse=True)
+
+
+def as_bgr(image: np.ndarray) -> np.ndarray:
+    """A 3-channel uint8 view of `image`: gray and BGRA converted as ultralytics' loader does."""
+    if image.ndim != 2 and (image.ndim != 3 or image.shape[2] not in (1, 3, 4)):
+        raise ValueError(f"expected an (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) image, got shape {image.shape}")
+    if not all(image.shape):
+        raise ValueError(f"empty image, shape {image.shape}")
+    if image.ndim == 3 and image.shape[2] == 3:
+        return image
+    import cv2
+
+    if image.ndim == 2 or image.shape[2] == 1:
+        return cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2BGR)
+    return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+
+
+def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """`image` resized to fit `size` x `size` and padded with grey, centred: ultralytics' `LetterBox`.
+
+    Its rounding exactly (sides rounded, at least 1 px; padding split `round(d - 0.1)`, `round(d + 0.1)`)
+    so the network sees the pixels it sees under ultralytics. Returns the image and the resized
+    (width, height) with the (left, top) padding, which `scale_boxes` undoes.
+    """
+    import cv2
+
+    h, w = image.shape[:2]
+    r = min(size / h, size / w)
+    new_w, new_h = max(round(w * r), 1), max(round(h * r), 1)
+    if (new_w, new_h) != (w, h):
+        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    dw, dh = (size - new_w) / 2, (size - new_h) / 2
+    top, bottom = round(dh - 0.1), round(dh + 0.1)
+    left, right = round(dw - 0.1), round(dw + 0.1)
+    padded = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(LETTERBOX_FILL,) * 3)
+    return padded, (new_w, new_h, left, top)
+
+
+def yolo_boxes(output: np.ndarray, confidence: float, iou: float) -> tuple[np.ndarray, np.ndarray]:
+    """(xyxy, confidence) kept from one image's YOLOv8 output (4 + classes, anchors), best first.
+
+    ultralytics' `non_max_suppression` as `predict` calls it: best class per anchor, confidence
+    strictly above `confidence`, at most MAX_NMS candidates, NMS per class (boxes offset by
+    class x MAX_WH; one class here, so class-agnostic), at most MAX_DET boxes.
+    """
+    scores = output[4:]
+    best = scores.max(0)
+    keep = best > confidence
+    xywh = output[:4, keep].T
+    conf = best[keep]
+    cls = scores[:, keep].argmax(0).astype(np.float32)
+    xyxy = np.concatenate([xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2], axis=1)
+    order = np.argsort(-conf, kind="stable")[:MAX_NMS]
+    xyxy, conf, cls = xyxy[order], conf[order], cls[order]
+    kept = nms(xyxy + (cls * MAX_WH)[:, None], iou)[:MAX_DET]
+    return xyxy[kept], conf[kept]
+
+
+def nms(xyxy: np.ndarray, iou: float) -> np.ndarray:
+    """Indices of the boxes NMS keeps, `xyxy` sorted best first: torchvision's rule (drop IoU > `iou`)."""
+    x1, y1, x2, y2 = xyxy.T
+    areas = (x2 - x1) * (y2 - y1)
+    order = np.arange(len(xyxy))
+    kept: list[int] = []
+    while order.size:
+        i, rest = order[0], order[1:]
+        kept.append(int(i))
+        w = (np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest])).clip(min=0)
+        h = (np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest])).clip(min=0)
+        inter = w * h
+        order = rest[inter / (areas[i] + areas[rest] - inter) <= iou]
+    return np.array(kept, np.intp)
+
+
+def scale_boxes(xyxy: np.ndarray, fit: tuple[int, int, int, int], shape: tuple[int, ...]) -> np.ndarray:
+    """Boxes from letterboxed-input pixels back to the original image's, clipped to it.
+
+    ultralytics' `scale_boxes`: subtract the padding, divide by each axis's own gain (the resized
+    side over the original one, as rounded by `letterbox`).
+    """
+    new_w, new_h, left, top = fit
+    h, w = shape[:2]
+    out = (xyxy - np.array([left, top, left, top], np.float32)) / np.array(
+        [new_w / w, new_h / h, new_w / w, new_h / h], np.float32
+    )
+    out[:, [0, 2]] = out[:, [0, 2]].clip(0, w)
+    out[:, [1, 3]] = out[:, [1, 3]].clip(0, h)
+    return out
 
 
 def openvino_export(cfg: DetectorConfig) -> Path:
@@ -108,6 +252,9 @@ def openvino_export(cfg: DetectorConfig) -> Path:
 
 
 def make_detector(cfg: DetectorConfig) -> PlateDetector:
+    """The detector `cfg.backend` names: OpenVINO without torch/ultralytics, or ultralytics on PyTorch."""
+    if cfg.backend == "openvino":
+        return OpenVinoDetector(cfg)
     return UltralyticsDetector(cfg)
 
 

@@ -145,11 +145,15 @@ class LaneProcessor:
         edges = [edge_weight(d.box, w, h) for d in dets]
         held = action is FrameAction.HOLD
         focus = [0.0 if held else sharpness(c) * e for c, e in zip(crops, edges, strict=True)]
-        for a, crop, edge in zip(self.tracker.associate(ts, dets, focus), crops, edges, strict=True):
-            if not a.should_read:
-                continue
-            self.stats.ocr_calls += 1
-            result = self.recognizer.read_crop(crop, a.detection)
+        wanted = [
+            (a, crop, edge)
+            for a, crop, edge in zip(self.tracker.associate(ts, dets, focus), crops, edges, strict=True)
+            if a.should_read
+        ]
+        self.stats.ocr_calls += len(wanted)
+        readings = self.recognizer.read_crops([crop for _, crop, _ in wanted], [a.detection for a, _, _ in wanted])
+        for (a, crop, edge), reading in zip(wanted, readings, strict=True):
+            result = reading.result
             vehicle = _cut(image, vehicle_box(a.detection.box, w, h)) if result else np.empty(0)
             self.tracker.add_read(
                 a.track_id,

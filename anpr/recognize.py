@@ -48,12 +48,27 @@ class PlateRecognizer:
         return self.reading(crop, det).result
 
     def reading(self, crop: np.ndarray, det: PlateDetection) -> Reading:
-        """The raw OCR read of one detection's crop and, when it fits a grammar, the plate."""
-        read = self.reader.read(crop)
+        """The raw OCR read of one detection's crop and, when it is a plate, the plate."""
+        return self.read_crops([crop], [det])[0]
+
+    def read_crops(self, crops: list[np.ndarray], dets: list[PlateDetection]) -> list[Reading]:
+        """`reading` of each crop, the OCR reading them all in one batch (the crops of one frame)."""
+        return [self._interpreted(read, det) for read, det in zip(self.reader.read_batch(crops), dets, strict=True)]
+
+    def _interpreted(self, read: PlateRead | None, det: PlateDetection) -> Reading:
         if read is None:
             return Reading(det, None, None)
         plates = self.cfg.plates
-        fit = interpret(read.text, read.char_confidences, plates.countries, plates.correct)
+        fit = interpret(
+            read.text,
+            read.char_confidences,
+            plates.countries,
+            plates.correct,
+            region=read.country,
+            region_confidence=read.country_confidence,
+            unsure_below=plates.unsure_below,
+            region_sure=plates.region_sure,
+        )
         if fit is None:
             return Reading(det, read, None)
         chars = fit.char_confidences
@@ -76,11 +91,12 @@ class PlateRecognizer:
         again tile by tile (`detect_tiled`): only then, since a photo with a legible plate rarely
         hides a smaller one that matters, and tiling costs a few more detector passes.
         """
-        found = [self.reading(self.crop(image, d.box), d) for d in self.detector.detect(image)]
+        dets = self.detector.detect(image)
+        found = self.read_crops([self.crop(image, d.box) for d in dets], dets)
         if not any(r.result for r in found) and self.cfg.detector.tile_photos:
             cfg = self.cfg.detector
             tiled = detect_tiled(self.detector, image, cfg.imgsz, cfg.iou)
-            found += [self.reading(self.crop(image, d.box), d) for d in tiled]
+            found += self.read_crops([self.crop(image, d.box) for d in tiled], tiled)
         return found
 
     def recognize(self, image: np.ndarray) -> list[PlateResult]:

@@ -116,11 +116,15 @@ class PlateRead:
     """Text an OCR backend read from one plate crop, before grammar checks.
 
     `char_confidences` has one entry per character of `text` so the tracker can vote per position.
+    `country` (ISO 3166 alpha-2) is the network's own guess of the plate's country, where it makes one
+    (the CCT's region head), with its probability: anpr.plates takes it as the plate's country.
     """
 
     text: str
     confidence: float
     char_confidences: tuple[float, ...] = field(default=())
+    country: str | None = None
+    country_confidence: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

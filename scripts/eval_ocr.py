@@ -1,13 +1,15 @@
-"""Exact plate reads on the held-out real crops, plate-trained network vs stock EasyOCR, one run.
+"""Exact plate reads on the held-out real crops, readers side by side in one run.
 
-    .venv/bin/python scripts/eval_ocr.py                       # both networks, held-out crops
-    .venv/bin/python scripts/eval_ocr.py --networks plate_ocr  # just ours
-    .venv/bin/python scripts/eval_ocr.py --networks plate_ocr --voters plate_ocr_stage1  # other voters (none: --voters)
+    .venv/bin/python scripts/eval_ocr.py --photos                  # default reader, CCT alone, plate_ocr
+    .venv/bin/python scripts/eval_ocr.py --readers default english_g2
 
 Held-out = the `heldout` lists of models/plate_ocr_split.json, never trained on. br-plate-crops
-files are crops already; openalpr-us plates are cut from their labelled boxes with the padding
-anpr/recognize.py applies to detector boxes (OcrConfig.pad_x/pad_y). A read counts when the
-network's raw text (normalised, no grammar: these are BR/US plates) equals the label.
+files are crops already; openalpr-us plates are cut from their labelled boxes with margins that
+make them about as loose as detector boxes (LABEL_PAD). A read counts when the reader's raw text
+(normalised, no grammar: these are BR/US/EU plates) equals the label. Readers:
+`default` (the configured reader: the CCT with its re-reads and second opinion), `cct-alone` (the
+CCT network's one forward pass on the crop as it is), `plate_ocr` (our networks alone) and
+`english_g2` (EasyOCR's stock network).
 `--photos` also runs detector + OCR on the held-out openalpr-us *photos* (the read of the detection
 that overlaps the labelled box, as `anpr eval` scores it; generic grammar only: US plates).
 End to end on ua-plates (never trained on) is plain `anpr eval`, see docs/accuracy.md.
@@ -15,7 +17,7 @@ End to end on ua-plates (never trained on) is plain `anpr eval`, see docs/accura
 Each set is also scored on its held-out crops whose plate no training crop shows, not even one
 character off ("unseen plates"): the BR and US splits were drawn by image, so most held-out BR
 crops are other frames of a car whose frames were trained on, and those flatter the figure
-(models/plate_ocr.md, Metrics, session 19). br-plate-crops is scored against its audited labels
+(models/plate_ocr.md, Metrics). br-plate-crops is scored against its audited labels
 too (`audited_labels`). Wrong reads are listed for the scorings of all held-out crops.
 """
 
@@ -36,12 +38,12 @@ sys.path.insert(0, str(REPO))
 
 from train_ocr import DATASETS, SPLIT_FILE, image_path, label_rows  # noqa: E402  (same folder)
 
-from anpr.config import OcrConfig  # noqa: E402
-from anpr.ocr import make_reader  # noqa: E402
+from anpr.config import OcrConfig, load_config  # noqa: E402
+from anpr.ocr import CctReader, PlateReader, make_reader, mean_confidence  # noqa: E402
 from anpr.plates import edit_distance, normalise  # noqa: E402
-from anpr.schema import Box  # noqa: E402
+from anpr.schema import Box, PlateRead  # noqa: E402
 
-# Two blind readings by eye of every held-out br-plate-crops crop (models/plate_ocr.md, Metrics, session 19).
+# Two blind readings by eye of every held-out br-plate-crops crop (models/plate_ocr.md, Metrics).
 AUDIT_FILE = REPO / "models" / "plate_ocr_br_audit.tsv"
 AUDITED_SET = "br-plate-crops"
 
@@ -92,7 +94,15 @@ def scorings(name: str, labels: dict[str, str]) -> dict[str, dict[str, str]]:
     return out
 
 
-def heldout_crops(name: str, pad_x: float, pad_y: float) -> list[tuple[str, np.ndarray, str]]:
+# Margins added to a hand-labelled box (openalpr-us) to cut its crop, as fractions of its width and
+# height. Hand labels are tighter than detector boxes (shared/NOTES.md): these make the crop about as
+# loose as detector B's, and stay fixed so every reader and revision is scored on the same crops.
+LABEL_PAD = (0.08, 0.15)
+
+
+def heldout_crops(
+    name: str, pad_x: float = LABEL_PAD[0], pad_y: float = LABEL_PAD[1]
+) -> list[tuple[str, np.ndarray, str]]:
     """(image name, BGR crop, label) of the held-out part of one labelled set."""
     names = json.loads(SPLIT_FILE.read_text(encoding="utf-8"))["sets"][name]["heldout"]
     rows = label_rows(name)
@@ -108,61 +118,88 @@ def heldout_crops(name: str, pad_x: float, pad_y: float) -> list[tuple[str, np.n
     return out
 
 
-def photos(ocr: OcrConfig) -> tuple[float, int, float]:
+class CctAlone:
+    """The CCT network's one forward pass on each crop as it is: no re-read, no second opinion."""
+
+    def __init__(self, cfg: OcrConfig) -> None:
+        self.cct = CctReader(cfg)
+
+    def read_batch(self, crops: list[np.ndarray]) -> list[PlateRead | None]:
+        reads = self.cct.network(crops)
+        return [r if mean_confidence(r) >= self.cct.cfg.min_confidence else None for r in reads]
+
+
+def make(name: str) -> PlateReader:
+    """A reader by its name in this script."""
+    cfg = load_config().ocr
+    if name == "cct-alone":
+        return CctAlone(cfg)
+    return make_reader(cfg if name == "default" else cfg.model_copy(update={"network": name}))
+
+
+def photos(reader: PlateReader) -> tuple[float, int, float]:
     """Exact grammar-checked reads of the held-out openalpr-us photos, detector + OCR (anpr eval's scoring)."""
-    from anpr.config import PlatesConfig, load_config
+    from anpr.config import PlatesConfig
+    from anpr.detect import make_detector
     from anpr.evaluate import evaluate_sample, load_samples
     from anpr.recognize import PlateRecognizer
 
     cfg = load_config()
-    cfg = cfg.model_copy(update={"ocr": ocr, "plates": PlatesConfig(countries=[])})
-    rec = PlateRecognizer.from_config(cfg)
+    cfg = cfg.model_copy(update={"plates": PlatesConfig(countries=[])})
+    rec = PlateRecognizer(make_detector(cfg.detector), reader, cfg)
     names = set(json.loads(SPLIT_FILE.read_text(encoding="utf-8"))["sets"]["openalpr-us"]["heldout"])
     samples = [s for s in load_samples(DATASETS / "openalpr-us") if s.image.name in names]
     outcomes = [evaluate_sample(rec, s) for s in samples]
     hits = sum(o.corrected == o.sample.plate for o in outcomes)
-    print(f"{ocr.network} openalpr-us photos: {hits}/{len(outcomes)} exact (grammar: generic)", flush=True)
+    wrong = [
+        f"{o.sample.image.name} {o.sample.plate} -> {o.corrected or '-'}"
+        for o in outcomes
+        if o.corrected != o.sample.plate
+    ]
+    print(f"openalpr-us photos: {hits}/{len(outcomes)} exact; wrong: {', '.join(wrong)}", flush=True)
     return hits / len(outcomes), len(outcomes), float(np.median([o.ms for o in outcomes]))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--networks", nargs="+", default=["plate_ocr", "english_g2"])
+    ap.add_argument("--readers", nargs="+", default=["default", "cct-alone", "plate_ocr"])
     ap.add_argument("--sets", nargs="+", default=["br-plate-crops", "openalpr-us", "eu-plate-crops"])
-    ap.add_argument("--errors", type=int, default=8, help="wrong reads to list per set and network")
+    ap.add_argument("--errors", type=int, default=8, help="wrong reads to list per set and reader")
     ap.add_argument("--photos", action="store_true", help="also detector + OCR on held-out openalpr-us photos")
-    ap.add_argument("--voters", nargs="*", help="plate_ocr's ocr.voters (default: the config's); none: --voters")
     args = ap.parse_args()
     if args.photos:
         args.sets.append("openalpr-us photos")
 
     results: dict[tuple[str, str], tuple[float, int, float]] = {}
-    for network in args.networks:
-        cfg = OcrConfig(network=network, **({} if args.voters is None else {"voters": args.voters}))
-        reader = make_reader(cfg)
-        for name in args.sets:
-            if name == "openalpr-us photos":
-                results[(network, name)] = photos(cfg)
+    for name in args.readers:
+        reader = make(name)
+        for set_name in args.sets:
+            if set_name == "openalpr-us photos":
+                print(name, end=" ")
+                results[(name, set_name)] = photos(reader)
                 continue
-            crops = heldout_crops(name, cfg.pad_x, cfg.pad_y)
+            crops = heldout_crops(set_name)
             texts, ms = {}, []
             for image_name, crop, _ in crops:
                 t = time.perf_counter()
-                read = reader.read(crop)
+                read = reader.read_batch([crop])[0]
                 ms.append((time.perf_counter() - t) * 1000)
                 texts[image_name] = normalise(read.text) if read else ""
-            for scoring, truth in scorings(name, {image_name: label for image_name, _, label in crops}).items():
+            for scoring, truth in scorings(set_name, {image_name: label for image_name, _, label in crops}).items():
                 wrong = [f"{i} {p} -> {texts[i] or '-'}" for i, p in truth.items() if texts[i] != p]
                 hits = len(truth) - len(wrong)
-                results[(network, scoring)] = (hits / len(truth), len(truth), float(np.median(ms)))
+                results[(name, scoring)] = (hits / len(truth), len(truth), float(np.median(ms)))
                 shown = f"; wrong: {', '.join(wrong[: args.errors])}" if len(truth) == len(crops) else ""
-                print(f"{network} {scoring}: {hits}/{len(truth)} exact{shown}", flush=True)
-    print(f"\n| set | held-out crops | {' | '.join(args.networks)} |")
-    print(f"|---|---|{'---|' * len(args.networks)}")
-    for name in dict.fromkeys(scoring for _, scoring in results):  # a set, then its other scorings
-        n = results[(args.networks[0], name)][1]
-        cells = [f"{results[(net, name)][0]:.3f} ({results[(net, name)][2]:.0f} ms)" for net in args.networks]
-        print(f"| {name} | {n} | {' | '.join(cells)} |")
+                print(f"{name} {scoring}: {hits}/{len(truth)} exact{shown}", flush=True)
+    print(f"\n| set | held-out | {' | '.join(args.readers)} |")
+    print(f"|---|---|{'---|' * len(args.readers)}")
+    for set_name in dict.fromkeys(scoring for _, scoring in results):  # a set, then its other scorings
+        n = results[(args.readers[0], set_name)][1]
+        cells = []
+        for r in args.readers:
+            share, _, ms = results[(r, set_name)]
+            cells.append(f"{share:.3f} ({round(share * n)}; {ms:.1f} ms)")
+        print(f"| {set_name} | {n} | {' | '.join(cells)} |")
 
 
 if __name__ == "__main__":

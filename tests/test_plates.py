@@ -5,10 +5,14 @@ from __future__ import annotations
 import re
 
 import pytest
+from pydantic import ValidationError
 
+from anpr.config import PlatesConfig
 from anpr.plates import (
     CORRECTED_CONFIDENCE_SCALE,
     GRAMMARS,
+    REGION_SURE,
+    UNSURE_BELOW,
     PlateText,
     confusable_key,
     edit_distance,
@@ -39,6 +43,284 @@ CYRILLIC_12 = "\u0410\u0412\u0421\u0415\u041d\u0406\u041a\u041c\u041e\u0420\u042
 )
 def test_normalise(raw: str, expected: str) -> None:
     assert normalise(raw) == expected
+
+
+SURE = 0.99
+UNSURE = 0.4
+
+
+def sure(text: str) -> list[float]:
+    return [SURE] * len(text)
+
+
+def unsure_at(text: str, *positions: int) -> list[float]:
+    return [UNSURE if i in positions else SURE for i in range(len(text))]
+
+
+# Real plates, as printed, of the country the region head names. Grammar countries must fit their
+# grammar exactly (checked below); the others pass through the generic rule with the region.
+REAL_PLATES = [
+    ("AA1234BB", "UA"),
+    ("KA0001XX", "UA"),
+    ("12345KA", "UA"),
+    ("ABC123", "MD"),
+    ("CD123AB", "MD"),
+    ("B123ABC", "RO"),
+    ("CJ12ABC", "RO"),
+    ("WB12345", "PL"),
+    ("KR1234A", "PL"),
+    ("ABC1D23", "BR"),  # Mercosur
+    ("ABC1234", "BR"),
+    ("AYO9034", "BR"),  # was rewritten to AY09034 to fit Poland
+    ("AZJ6991", "BR"),  # lost its 1 to fit Moldova's ABC123
+    ("WSQ3021", "BR"),  # Polish-looking (WS district), was rewritten to WS03021
+    ("1234AB7", "BY"),
+    ("34ABC123", "TR"),
+    ("06A1234", "TR"),
+    ("35AB123", "TR"),
+    ("AB123CD", "GE"),
+    ("ABC123", "GE"),
+    ("CA1234AB", "BG"),
+    ("C1234AB", "BG"),
+    ("PB1234AK", "BG"),
+    ("ABC123", "HU"),
+    ("AAAA123", "HU"),
+    ("BA123AB", "SK"),
+    ("1AB2345", "CZ"),
+    ("2A12345", "CZ"),
+    ("ABC123", "LT"),
+    ("BAB1234", "DE"),  # Berlin
+    ("DAB1234", "DE"),  # Duesseldorf: a D that is no band code
+    ("MXY123", "DE"),
+    ("BAB123E", "DE"),  # electric
+    ("AB123CD", "FR"),
+    ("FG456HJ", "FR"),
+    ("AB123CD", "IT"),
+    ("FG123HK", "IT"),  # fits a Polish layout exactly: was labelled PL
+    ("1234BCD", "ES"),
+    ("12ABC3", "NL"),
+    ("AB12CDE", "GB"),
+    ("ABC12D", "SE"),
+    ("AB12345", "NO"),
+    ("XYZ789", "FI"),
+    ("AB12345", "DK"),
+    ("GU123AB", "AT"),
+    ("ZH123456", "CH"),
+    ("1ABC123", "BE"),
+    ("AA00AA", "PT"),
+    ("ABC1234", "GR"),  # Brazil's old shape, but Greek
+    ("191D12345", "IE"),
+    ("AB1234", "LV"),
+    ("123ABC", "EE"),
+    ("LJAB123", "SI"),
+    ("ZG1234AB", "HR"),
+    ("BG123AB", "RS"),
+    ("A12E345", "BA"),
+    ("12AB345", "AM"),
+    ("10AB123", "AZ"),
+    ("7ABC123", "US"),
+    ("ABC1234", "US"),
+]
+
+
+@pytest.mark.parametrize(("text", "country"), REAL_PLATES)
+def test_sure_reads_of_real_plates_pass_unchanged_with_their_region(text: str, country: str) -> None:
+    plate = interpret(text, sure(text), region=country, region_confidence=SURE)
+    assert plate == PlateText(text, country, tuple(sure(text)), corrected=False)
+
+
+def test_the_table_covers_enough_countries() -> None:
+    assert len(REAL_PLATES) >= 40
+    assert len({country for _, country in REAL_PLATES}) >= 20
+
+
+@pytest.mark.parametrize(("text", "country"), [(t, c) for t, c in REAL_PLATES if c in GRAMMARS])
+def test_real_plates_fit_their_own_grammar_exactly(text: str, country: str) -> None:
+    plate = interpret(text, sure(text), countries=(country,))
+    assert plate == PlateText(text, country, tuple(sure(text)), corrected=False)
+
+
+@pytest.mark.parametrize(
+    ("text", "region", "region_confidence", "country"),
+    [
+        ("AA1234BB", None, 1.0, "UA"),  # fits a lane grammar exactly
+        ("AA1234BB", "PL", 0.3, "UA"),  # an unsure region does not decide
+        ("B12ABC", "DE", 0.2, "RO"),
+        ("ABC123", None, 1.0, "MD"),
+        ("AYO9034", None, 1.0, None),
+        ("AYO9034", "BR", 0.3, None),  # BR is no lane country: not refined to it
+        ("AZJ6991", None, 1.0, None),  # its sure 1 is no border stroke
+        ("WSQ3021", None, 1.0, None),
+        ("AB123CD", None, 1.0, None),  # Italian, D is no Polish series letter
+        ("7ABC123", None, 1.0, None),
+        ("A41234BB", None, 1.0, None),  # a sure 4 is not swapped into UA's shape
+        ("A41234BB", "UA", 0.49, None),  # just below REGION_SURE
+    ],
+)
+def test_sure_reads_without_a_sure_region_are_unchanged(
+    text: str, region: str | None, region_confidence: float, country: str | None
+) -> None:
+    plate = interpret(text, sure(text), region=region, region_confidence=region_confidence)
+    assert plate == PlateText(text, country, tuple(sure(text)), corrected=False)
+
+
+@pytest.mark.parametrize(
+    ("raw", "unsure", "region", "text"),
+    [
+        ("A41234BB", [1], "UA", "AA1234BB"),
+        ("0A1234BB", [0], "UA", "OA1234BB"),
+        ("AA12S4BB", [4], "UA", "AA1254BB"),
+        ("ABC12S", [5], "MD", "ABC125"),
+        ("ABC1Z3", [4], "MD", "ABC123"),
+        ("8123ABC", [0], "RO", "B123ABC"),
+        ("WB1Z345", [3], "PL", "WB12345"),
+        ("AY09034", [2], "BR", "AYO9034"),
+        ("1234A87", [5], "BY", "1234AB7"),
+        ("34A8C123", [3], "TR", "34ABC123"),
+        ("CA1Z34AB", [3], "BG", "CA1234AB"),
+        ("BAB12Z4", [5], "DE", "BAB1224"),
+        ("18A2345", [1], "CZ", "1BA2345"),
+    ],
+)
+def test_unsure_confusables_are_fixed_toward_the_regions_grammar(
+    raw: str, unsure: list[int], region: str, text: str
+) -> None:
+    plate = interpret(raw, unsure_at(raw, *unsure), region=region)
+    assert plate is not None
+    assert (plate.text, plate.country, plate.corrected) == (text, region, True)
+    expected = [UNSURE * CORRECTED_CONFIDENCE_SCALE if i in unsure else SURE for i in range(len(text))]
+    assert plate.char_confidences == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("raw", "unsure", "region", "text", "country"),
+    [
+        ("A41234BB", [1], None, "AA1234BB", "UA"),  # no region: the lane countries, as before
+        ("A41234BB", [1], "PL", "AA1234BB", "UA"),
+        ("ABC12S", [5], "DE", "ABC125", "MD"),
+    ],
+)
+def test_without_a_sure_region_unsure_confusables_fit_the_lane_countries(
+    raw: str, unsure: list[int], region: str | None, text: str, country: str
+) -> None:
+    plate = interpret(raw, unsure_at(raw, *unsure), region=region, region_confidence=0.3)
+    assert plate is not None
+    assert (plate.text, plate.country, plate.corrected) == (text, country, True)
+
+
+@pytest.mark.parametrize(
+    ("raw", "region", "country"),
+    [
+        ("A41234BB", "UA", "UA"),
+        ("0A1234BB", "UA", "UA"),
+        ("ABC12S", "MD", "MD"),
+        ("ABC12S", None, None),
+        ("WB1Z345", "PL", "PL"),
+    ],
+)
+def test_sure_confusables_are_kept(raw: str, region: str | None, country: str | None) -> None:
+    plate = interpret(raw, sure(raw), region=region)
+    assert plate == PlateText(raw, country, tuple(sure(raw)), corrected=False)
+
+
+def test_a_sure_read_no_grammar_explains_and_no_plate_anywhere_is_dropped() -> None:
+    assert interpret("BIZABC", unsure_at("BIZABC", 1, 2), region="RO") == PlateText(
+        "B12ABC", "RO", (SURE, *(UNSURE * CORRECTED_CONFIDENCE_SCALE,) * 2, SURE, SURE, SURE), corrected=True
+    )
+    assert interpret("BIZABC", sure("BIZABC"), region="RO") is None  # letters only: no plate anywhere
+
+
+@pytest.mark.parametrize(
+    ("raw", "region", "lane_text", "lane_country"),
+    [
+        ("AYO9034", "BR", "AY09034", "PL"),
+        ("WSQ3021", "BR", "WS03021", "PL"),
+        ("AZJ6991", "BR", "AZJG991", "PL"),
+        ("FG123HK", "IT", "FG123HK", "PL"),
+        ("A41234BB", "BR", "AA1234BB", "UA"),  # BR's grammar does not fit: generic, still BR
+        ("A41234BB", "FR", "AA1234BB", "UA"),  # no French grammar: nothing to correct toward
+        ("B12ABC1", "IT", "B12ABC", "RO"),  # no stripping toward another country either
+    ],
+)
+def test_unsure_reads_are_never_bent_into_another_countrys_shape(
+    raw: str, region: str, lane_text: str, lane_country: str
+) -> None:
+    confidences = [0.5] * len(raw)
+    plate = interpret(raw, confidences, region=region)
+    assert plate == PlateText(raw, region, tuple(confidences), corrected=False)
+    # Without the region, the lane grammars would have bent it: the region is what prevents it.
+    lane = interpret(raw, confidences)
+    assert lane is not None
+    assert (lane.text, lane.country) == (lane_text, lane_country)
+
+
+@pytest.mark.parametrize(
+    ("raw", "confidences", "region", "text"),
+    [
+        ("AA1234BBI", unsure_at("AA1234BBI", 8), "UA", "AA1234BB"),  # unsure border stroke: stripped
+        ("AA1234BBI", sure("AA1234BBI"), "UA", "AA1234BBI"),  # sure: a character, kept
+        ("1AA1234BB", unsure_at("1AA1234BB", 0), "UA", "AA1234BB"),
+        ("1AA1234BB", sure("1AA1234BB"), "UA", "1AA1234BB"),
+        ("ABC123L", unsure_at("ABC123L", 6), "MD", "ABC123"),
+        ("ABC123L", sure("ABC123L"), "MD", "ABC123L"),
+        ("UAAA1234BB", sure("UAAA1234BB"), "UA", "AA1234BB"),  # band code: printed, stripped however sure
+        ("MDABC123", sure("MDABC123"), "MD", "ABC123"),
+        ("BY1234AB7", sure("BY1234AB7"), "BY", "1234AB7"),
+        ("TR34ABC123", sure("TR34ABC123"), "TR", "34ABC123"),
+        # Hungary's band H: HABC123 is no 2022 plate (those still start with A), so the H goes.
+        ("HABC123", sure("HABC123"), "HU", "ABC123"),
+        # Germany's band D: DBNAB1234 is 9 characters, no German plate, so the D goes (Bonn BN AB
+        # 1234). DAB1234 stays whole: it is Duesseldorf D AB 1234, and whole fits come first.
+        ("DBNAB1234", sure("DBNAB1234"), "DE", "BNAB1234"),
+        ("DAB1234", sure("DAB1234"), "DE", "DAB1234"),
+        ("UAAB123CD", sure("UAAB123CD"), "UA", "UAAB123CD"),  # the rest fits no UA layout: kept
+        ("PLWB12345", sure("PLWB12345"), "UA", "PLWB12345"),  # not the region's band code: kept
+    ],
+)
+def test_edge_stripping(raw: str, confidences: list[float], region: str, text: str) -> None:
+    plate = interpret(raw, confidences, region=region)
+    assert plate is not None
+    assert (plate.text, plate.country, plate.corrected) == (text, region, False)
+
+
+def test_an_unsure_region_only_breaks_ties_among_the_lane_countries() -> None:
+    read = ("BLAC123", sure("BLAC123"))  # fits MD and PL exactly
+    assert (p := interpret(*read)) is not None and p.country == "MD"
+    assert (p := interpret(*read, region="PL", region_confidence=0.3)) is not None and p.country == "PL"
+    assert (p := interpret(*read, region="PL", region_confidence=0.3, countries=("UA", "MD"))) is not None
+    assert p.country == "MD"  # PL is no lane country here
+
+
+def test_no_char_confidences_count_as_unsure() -> None:
+    assert interpret("A41234BB", region="UA") == PlateText(
+        "AA1234BB", "UA", (1.0, CORRECTED_CONFIDENCE_SCALE, *(1.0,) * 6), corrected=True
+    )
+
+
+def test_thresholds_are_parameters() -> None:
+    confidences = [0.95] * 8
+    assert (p := interpret("A41234BB", confidences, region="UA")) is not None and p.text == "A41234BB"
+    assert (p := interpret("A41234BB", confidences, region="UA", unsure_below=0.96)) is not None
+    assert p.text == "AA1234BB"
+    at_threshold = [UNSURE_BELOW] * 8  # as sure as it needs to be: kept
+    assert (p := interpret("A41234BB", at_threshold, region="UA")) is not None and p.text == "A41234BB"
+    # A region below `region_sure` is only a hint: the lane grammars fit the read, not the region's.
+    assert (p := interpret("AYO9034", [0.5] * 7, region="BR", region_confidence=0.6)) is not None
+    assert (p.text, p.country) == ("AYO9034", "BR")
+    assert (p := interpret("AYO9034", [0.5] * 7, region="BR", region_confidence=0.6, region_sure=0.7)) is not None
+    assert (p.text, p.country) == ("AY09034", "PL")
+
+
+def test_config_defaults_are_the_modules_and_bounded() -> None:
+    cfg = PlatesConfig()
+    assert (cfg.unsure_below, cfg.region_sure) == (UNSURE_BELOW, REGION_SURE)
+    for field in ("unsure_below", "region_sure"):
+        with pytest.raises(ValidationError):
+            PlatesConfig.model_validate({field: 1.5})
+        with pytest.raises(ValidationError):
+            PlatesConfig.model_validate({field: -0.1})
+    with pytest.raises(ValidationError, match="XX"):
+        PlatesConfig(countries=["UA", "XX"])
 
 
 @pytest.mark.parametrize(
@@ -201,7 +483,7 @@ def test_without_correction_words_are_still_rejected() -> None:
         ("AA 1234 BB", [0.1, 0.2, 0.0, 0.3, 0.4, 0.5, 0.6, 0.0, 0.7, 0.8], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]),
         ("AA 1234 BB", [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]),
         ("UAAA1234BB", [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0], [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]),
-        ("IAA1234BBI", [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0], [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]),
+        ("IAA1234BBI", [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.5], [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]),
         (
             "UA-AAI234BB",
             [0.1, 0.2, 0.0, 0.3, 0.4, 0.6, 0.5, 0.6, 0.7, 0.8, 0.9],
@@ -227,7 +509,7 @@ def test_unknown_country_is_refused() -> None:
 
 
 # One example per pattern: class symbol -> a character every class of that symbol allows.
-_EXAMPLE_CHAR = {"D": "3", "L": "K", "U": "K", "V": "K", "R": "K"}
+_EXAMPLE_CHAR = {"D": "3", "L": "K", "U": "K", "B": "K", "V": "K", "R": "K", "E": "E"}
 
 
 @pytest.mark.parametrize(
