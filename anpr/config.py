@@ -153,9 +153,9 @@ class OcrConfig(Strict):
     )
     runtime: Literal["openvino", "torch"] = Field(
         default="openvino",
-        description="plate_ocr: run the networks EasyOCR loaded (weights verified, float) on OpenVINO, "
-        "converted in memory at start (~2 s a network; the same reads as torch's float module), ~4x faster "
-        "on this CPU; torch runs EasyOCR's own module",
+        description="plate_ocr: run our networks on OpenVINO from an export cached in cache_dir (made once "
+        "from the float network EasyOCR builds; the same reads as torch's float module), ~4x faster on this "
+        "CPU and no torch or EasyOCR loaded; torch runs EasyOCR's own module",
     )
     quantize: bool = Field(
         default=True,

@@ -352,15 +352,30 @@ def interpret(
         tried: Sequence[str] = (sure_region,) if sure_region in GRAMMARS else ()
     else:
         tried = sorted(countries, key=lambda c: c != region)
-    for strip in (False, True):
-        best = min(_fits(text, unsure, tried, correct, strip), key=lambda f: f.key, default=None)
-        if best is not None:
-            kept = list(confs[best.start : best.start + len(best.text)])
-            for i in best.changed:
-                kept[i] *= CORRECTED_CONFIDENCE_SCALE
-            return PlateText(best.text, best.country, tuple(kept), bool(best.changed))
+    best = _best(text, unsure, tried, correct, strips=(False, True))
+    if best is None and sure_region in GRAMMARS:
+        # The region's own grammar rejects the read, so the region head misjudged the plate (a lane
+        # country's plate taken for its neighbour's). A lane country's grammar that the read fits
+        # exactly, as read and whole, names it instead; nothing is changed to make it fit.
+        best = _best(text, unsure, [c for c in countries if c != sure_region], correct=False, strips=(False,))
+    if best is not None:
+        kept = list(confs[best.start : best.start + len(best.text)])
+        for i in best.changed:
+            kept[i] *= CORRECTED_CONFIDENCE_SCALE
+        return PlateText(best.text, best.country, tuple(kept), bool(best.changed))
     if _generic(text):
         return PlateText(text, sure_region, confs, False)
+    return None
+
+
+def _best(
+    text: str, unsure: Sequence[bool], countries: Sequence[str], correct: bool, strips: Sequence[bool]
+) -> _Fit | None:
+    """The best fit of `text` to `countries`' grammars: whole first, then (if allowed) stripped."""
+    for strip in strips:
+        best = min(_fits(text, unsure, countries, correct, strip), key=lambda f: f.key, default=None)
+        if best is not None:
+            return best
     return None
 
 

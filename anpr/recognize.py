@@ -43,10 +43,6 @@ class PlateRecognizer:
         p = box.padded(self.cfg.ocr.pad_x, self.cfg.ocr.pad_y, w, h)
         return image[int(p.y1) : int(np.ceil(p.y2)), int(p.x1) : int(np.ceil(p.x2))]
 
-    def read_crop(self, crop: np.ndarray, det: PlateDetection) -> PlateResult | None:
-        """The plate read in `crop(image, det.box)`; None when the text is illegible or not a plate."""
-        return self.reading(crop, det).result
-
     def reading(self, crop: np.ndarray, det: PlateDetection) -> Reading:
         """The raw OCR read of one detection's crop and, when it is a plate, the plate."""
         return self.read_crops([crop], [det])[0]

@@ -1,6 +1,6 @@
 """The small plate recognition network (our CRNN), in the shape EasyOCR loads as a custom `recog_network`.
 
-The reader runs it beside `plate_ocr` on every line and keeps the surer read (models/plate_ocr.md).
+It reads every line first; plate_ocr re-reads the lines it is unsure of (anpr/ocr_networks.py).
 EasyOCR imports this file by name from `user_network_directory` and builds
 `Model(num_class=..., **network_params)` from `plate_ocr_small.yaml`; `forward(input, text)` must return
 per-column class scores (batch, columns, classes) for its CTC decoder. `text` is unused (CTC).

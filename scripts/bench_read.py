@@ -13,14 +13,13 @@ Rows, for each side (each measured in its own process, alternately, on the same 
 - *start to first result*: wall time of a fresh `anpr read ONE.jpg` process, median of 3 (files in the
   OS cache and model exports already built by a first run, as on a machine that has run anpr before).
 
-The baseline runs from a git worktree of `--baseline` in .cache/bench-baseline/, with this venv.
+The baseline runs from a git worktree of `--baseline` (scripts/baseline.py), with this venv.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -30,8 +29,10 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts"))
 DATASETS = REPO.parent / "shared" / "datasets"
-DEFAULT_BASELINE = "05916f5"  # the EasyOCR-hosted plate_ocr cascade, default before the CCT reader
+
+import baseline  # noqa: E402  (same folder)
 
 
 def crops(n: int) -> list[np.ndarray]:
@@ -86,39 +87,31 @@ def measure(n_crops: int, n_photos: int) -> dict[str, list[float]]:
     return out
 
 
-def baseline_tree(rev: str) -> Path:
-    """A worktree of `rev` (kept between runs), its model exports built on first use."""
-    tree = REPO / ".cache" / "bench-baseline" / rev
-    if not tree.is_dir():
-        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), rev], check=True)
-    return tree
-
-
 def side(tree: Path, args: argparse.Namespace) -> dict[str, list[float]]:
     """`measure` in a fresh process whose `anpr` is the one in `tree`."""
-    env = {**os.environ, "PYTHONPATH": str(tree)}
     code = f"import json, sys; sys.path.insert(0, {str(REPO / 'scripts')!r}); from bench_read import measure; "
     code += f"print(json.dumps(measure({args.crops}, {args.photos})))"
-    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=tree, capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=baseline.env(tree), cwd=tree, capture_output=True, text=True, check=True
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def first_result(tree: Path, photo: Path) -> float:
     """Seconds from starting `anpr read photo` to its exit."""
-    env = {**os.environ, "PYTHONPATH": str(tree)}
     cmd = [sys.executable, "-c", "from anpr.cli import app; app()", "read", str(photo)]
     t = time.perf_counter()
-    subprocess.run(cmd, env=env, cwd=tree, capture_output=True, check=True)
+    subprocess.run(cmd, env=baseline.env(tree), cwd=tree, capture_output=True, check=True)
     return time.perf_counter() - t
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--baseline", default=DEFAULT_BASELINE, help="git revision to compare against")
+    ap.add_argument("--baseline", default=baseline.DEFAULT_BASELINE, help="git revision to compare against")
     ap.add_argument("--crops", type=int, default=300)
     ap.add_argument("--photos", type=int, default=60)
     args = ap.parse_args()
-    trees = {"baseline " + args.baseline: baseline_tree(args.baseline), "current": REPO}
+    trees = {"baseline " + args.baseline: baseline.tree(args.baseline), "current": REPO}
     photo = photos(1)[0]
     for tree in trees.values():
         first_result(tree, photo)  # builds exports and fills the OS cache

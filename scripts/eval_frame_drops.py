@@ -65,8 +65,10 @@ def main() -> None:
                 lane.process(ts, image)
         lane.finish(t0 + timedelta(seconds=i / fps + cfg.tracker.lost_after_s))
         got = {(e.plate, e.direction.value) for e in events}
-        print(f"{args.clip.stem} keep {args.keep} seed {seed}: found {len(got & want)}/{len(want)}, "
-              f"spurious {len(got - want)}: {sorted(got)}")
+        print(
+            f"{args.clip.stem} keep {args.keep} seed {seed}: found {len(got & want)}/{len(want)}, "
+            f"spurious {len(got - want)}: {sorted(got)}"
+        )
 
 
 if __name__ == "__main__":

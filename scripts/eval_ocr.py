@@ -1,7 +1,7 @@
 """Exact plate reads on the held-out real crops, readers side by side in one run.
 
-    .venv/bin/python scripts/eval_ocr.py --photos                  # default reader, CCT alone, plate_ocr
-    .venv/bin/python scripts/eval_ocr.py --readers default english_g2
+    .venv/bin/python scripts/eval_ocr.py --photos        # the reader it replaced, default, CCT alone, plate_ocr
+    .venv/bin/python scripts/eval_ocr.py --readers default english_g2 --baseline ''
 
 Held-out = the `heldout` lists of models/plate_ocr_split.json, never trained on. br-plate-crops
 files are crops already; openalpr-us plates are cut from their labelled boxes with margins that
@@ -9,7 +9,9 @@ make them about as loose as detector boxes (LABEL_PAD). A read counts when the r
 (normalised, no grammar: these are BR/US/EU plates) equals the label. Readers:
 `default` (the configured reader: the CCT with its re-reads and second opinion), `cct-alone` (the
 CCT network's one forward pass on the crop as it is), `plate_ocr` (our networks alone) and
-`english_g2` (EasyOCR's stock network).
+`english_g2` (EasyOCR's stock network). `--baseline REV` adds the default reader of revision REV
+(default: the one the CCT replaced), measured by that revision's own eval_ocr.py in a worktree
+(scripts/baseline.py) in the same run.
 `--photos` also runs detector + OCR on the held-out openalpr-us *photos* (the read of the detection
 that overlaps the labelled box, as `anpr eval` scores it; generic grammar only: US plates).
 End to end on ua-plates (never trained on) is plain `anpr eval`, see docs/accuracy.md.
@@ -26,6 +28,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,7 +40,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from train_ocr import DATASETS, SPLIT_FILE, image_path, label_rows  # noqa: E402  (same folder)
+import baseline  # noqa: E402  (same folder)
+from train_ocr import DATASETS, SPLIT_FILE, image_path, label_rows  # noqa: E402
 
 from anpr.config import OcrConfig, load_config  # noqa: E402
 from anpr.ocr import CctReader, PlateReader, make_reader, mean_confidence  # noqa: E402
@@ -160,17 +165,39 @@ def photos(reader: PlateReader) -> tuple[float, int, float]:
     return hits / len(outcomes), len(outcomes), float(np.median([o.ms for o in outcomes]))
 
 
+def baseline_results(rev: str, sets: list[str]) -> dict[str, tuple[float, int, float]]:
+    """Scoring -> (share, n, ms) of revision `rev`'s default reader, from its own eval_ocr.py."""
+    path = baseline.tree(rev)
+    crop_sets = [s for s in sets if s != "openalpr-us photos"]
+    cmd = [sys.executable, "scripts/eval_ocr.py", "--networks", "plate_ocr", "--sets", *crop_sets]
+    cmd += ["--photos"] if len(crop_sets) < len(sets) else []
+    out = subprocess.run(cmd, env=baseline.env(path), cwd=path, capture_output=True, text=True, check=True).stdout
+    found = {}
+    for m in re.finditer(r"^plate_ocr (.+?): (\d+)/(\d+) exact", out, re.MULTILINE):
+        scoring, hits, n = m.group(1), int(m.group(2)), int(m.group(3))
+        found[scoring] = (hits / n, n, float("nan"))
+    return found
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--readers", nargs="+", default=["default", "cct-alone", "plate_ocr"])
     ap.add_argument("--sets", nargs="+", default=["br-plate-crops", "openalpr-us", "eu-plate-crops"])
     ap.add_argument("--errors", type=int, default=8, help="wrong reads to list per set and reader")
     ap.add_argument("--photos", action="store_true", help="also detector + OCR on held-out openalpr-us photos")
+    ap.add_argument("--baseline", default=baseline.DEFAULT_BASELINE, help="git revision whose default to add; '' none")
     args = ap.parse_args()
     if args.photos:
         args.sets.append("openalpr-us photos")
 
     results: dict[tuple[str, str], tuple[float, int, float]] = {}
+    columns = list(args.readers)
+    if args.baseline:
+        column = f"baseline {args.baseline}"
+        columns.insert(0, column)
+        for scoring, result in baseline_results(args.baseline, args.sets).items():
+            results[(column, scoring)] = result
+            print(f"{column} {scoring}: {round(result[0] * result[1])}/{result[1]} exact", flush=True)
     for name in args.readers:
         reader = make(name)
         for set_name in args.sets:
@@ -191,14 +218,14 @@ def main() -> None:
                 results[(name, scoring)] = (hits / len(truth), len(truth), float(np.median(ms)))
                 shown = f"; wrong: {', '.join(wrong[: args.errors])}" if len(truth) == len(crops) else ""
                 print(f"{name} {scoring}: {hits}/{len(truth)} exact{shown}", flush=True)
-    print(f"\n| set | held-out | {' | '.join(args.readers)} |")
-    print(f"|---|---|{'---|' * len(args.readers)}")
+    print(f"\n| set | held-out | {' | '.join(columns)} |")
+    print(f"|---|---|{'---|' * len(columns)}")
     for set_name in dict.fromkeys(scoring for _, scoring in results):  # a set, then its other scorings
         n = results[(args.readers[0], set_name)][1]
         cells = []
-        for r in args.readers:
-            share, _, ms = results[(r, set_name)]
-            cells.append(f"{share:.3f} ({round(share * n)}; {ms:.1f} ms)")
+        for r in columns:
+            share = results.get((r, set_name), (float("nan"), n, 0.0))[0]
+            cells.append(f"{share:.3f} ({round(share * n) if share == share else '-'})")
         print(f"| {set_name} | {n} | {' | '.join(cells)} |")
 
 

@@ -89,8 +89,8 @@ STOCK_INIT = "english_g2.pth"
 # only); MKL's COMPATIBLE branch is the one Intel documents as identical on Intel and AMD CPUs.
 KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "COMPATIBLE"}
 HELDOUT_FRACTION = 0.3
-# Recognition-box padding of anpr/recognize.py (OcrConfig.pad_x/pad_y): held-out US crops are cut
-# with exactly this, training crops around it.
+# Margins around a hand-labelled box, as fractions of its size: about as loose as a detector box
+# (eval_ocr.py's LABEL_PAD, the same numbers); training crops are cut around it.
 PAD_X, PAD_Y = 0.08, 0.15
 # Share of the synthetic set per style: our two countries first, two-row plates well represented
 # (they are rarer on the road but are the hardest layout), the rest for the neighbours and for

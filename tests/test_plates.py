@@ -223,6 +223,23 @@ def test_sure_confusables_are_kept(raw: str, region: str | None, country: str | 
     assert plate == PlateText(raw, country, tuple(sure(raw)), corrected=False)
 
 
+@pytest.mark.parametrize(
+    ("raw", "region", "country"),
+    [
+        ("AA1234BB", "BG", "UA"),  # no Bulgarian province AA: BG's grammar rejects it, UA's fits as read
+        ("BH5417HP", "BG", "BG"),  # Vidin: valid in Bulgaria, so the region stands
+        ("FG123HK", "IT", "IT"),  # Italy has no grammar here: nothing contradicts the region
+        ("XY12ABC", "BG", "BG"),  # BG rejects it and no lane country fits: the region stays
+    ],
+)
+def test_a_sure_region_whose_grammar_rejects_the_read_is_refined_by_a_lane_grammar(
+    raw: str, region: str, country: str
+) -> None:
+    plate = interpret(raw, [0.99] * len(raw), region=region, region_confidence=0.99)
+    assert plate is not None and plate.text == raw and not plate.corrected
+    assert plate.country == country
+
+
 def test_a_sure_read_no_grammar_explains_and_no_plate_anywhere_is_dropped() -> None:
     assert interpret("BIZABC", unsure_at("BIZABC", 1, 2), region="RO") == PlateText(
         "B12ABC", "RO", (SURE, *(UNSURE * CORRECTED_CONFIDENCE_SCALE,) * 2, SURE, SURE, SURE), corrected=True
