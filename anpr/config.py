@@ -40,6 +40,12 @@ class DetectorConfig(Strict):
         multiple_of=32,
         description="network input size; 320 is ~2.5x faster but loses small plates",
     )
+    rect: bool = Field(
+        default=False,
+        description="letterbox to the smallest rectangle of 32 px multiples (a 16:9 frame: 640x384) instead "
+        "of the imgsz square: detections ~1.5x faster, but the openalpr-us and ua-plates photos lost 8 exact "
+        "reads and gained 3 of 243 (docs/accuracy.md); the detector was trained on squares",
+    )
     confidence: float = Field(
         default=0.25, ge=0.01, le=0.99, description="lower finds more plates and more false boxes"
     )
@@ -88,8 +94,7 @@ class GateConfig(Strict):
         default=160,
         ge=32,
         le=1920,
-        description="width the frame is downscaled to for the motion check; wider sees smaller movement and "
-        "costs more",
+        description="width the frame is downscaled to for the motion check; wider sees smaller movement and costs more",
     )
     max_hold_s: float = Field(
         default=1.0,
@@ -283,8 +288,7 @@ class CameraConfig(Strict):
     lane: str | None = Field(default=None, pattern=NAME_PATTERN, max_length=32, description="lane it watches")
     rtsp_transport: Literal["tcp", "udp"] = Field(
         default="tcp",
-        description="tcp survives packet loss and NAT; udp has less latency but a lossy link turns "
-        "into corrupt frames",
+        description="tcp survives packet loss and NAT; udp has less latency but a lossy link turns into corrupt frames",
     )
     open_timeout_ms: int = Field(
         default=5000,
@@ -353,9 +357,7 @@ class SiteConfig(Strict):
     """The border crossing this installation runs at; its names go into every event."""
 
     name: str = Field(default="site", pattern=NAME_PATTERN, max_length=32, description="border crossing id")
-    country: str = Field(
-        default="UA", pattern=r"^[A-Z]{2}$", description="ISO code of the country running this site"
-    )
+    country: str = Field(default="UA", pattern=r"^[A-Z]{2}$", description="ISO code of the country running this site")
 
 
 class TrackerConfig(Strict):
@@ -406,9 +408,7 @@ class TrackerConfig(Strict):
         "sight, until the plate has moved enough to tell entry from exit; a vehicle first seen standing (waiting "
         "at the booth when the camera came up) otherwise gets direction unknown; 0 never waits",
     )
-    max_reads: int = Field(
-        default=8, ge=1, le=100, description="OCR calls per track at most; bounds CPU per vehicle"
-    )
+    max_reads: int = Field(default=8, ge=1, le=100, description="OCR calls per track at most; bounds CPU per vehicle")
     read_gain: float = Field(
         default=0.15,
         ge=0.0,
@@ -471,9 +471,7 @@ class EventsConfig(Strict):
         description="stream entries younger than this are never trimmed, even once every group has read them "
         "(history for the dashboard); unread entries are never trimmed at all",
     )
-    trim_every: int = Field(
-        default=100, ge=1, le=100_000, description="publishes between two trims of the stream"
-    )
+    trim_every: int = Field(default=100, ge=1, le=100_000, description="publishes between two trims of the stream")
     spool_dir: Path = Field(
         default=REPO_ROOT / "data" / "spool",
         description="events wait here while Redis is unreachable; one writer per directory",
@@ -750,9 +748,7 @@ class RuntimeConfig(Strict):
 class AnprConfig(BaseSettings):
     """Root of the tree; each process reads the sections it needs."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="ANPR_", env_nested_delimiter="__", extra="forbid", frozen=True
-    )
+    model_config = SettingsConfigDict(env_prefix="ANPR_", env_nested_delimiter="__", extra="forbid", frozen=True)
 
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     gate: GateConfig = Field(default_factory=GateConfig)

@@ -5,9 +5,9 @@ the same boxes. `backend: torch` runs it through ultralytics on PyTorch. `backen
 cached OpenVINO export straight on the `openvino` runtime (~3x faster on CPU than PyTorch,
 shared/NOTES.md) with ultralytics' letterbox, NMS and box scaling redone in numpy/cv2: no torch or
 ultralytics import at run time (seconds of cold start, per-call overhead, and AGPL code we need not
-load). Both letterbox to the minimum rectangle (long side to imgsz, short side padded to a multiple
-of the stride), as ultralytics does for PyTorch: a 16:9 photo runs at 640x384, not 640x640 (~40 %
-less inference). Heavy imports happen inside the backend so that `import anpr` stays light.
+load). Both letterbox to the imgsz square, or with `detector.rect` to the minimum rectangle (a 16:9
+photo at 640x384: ~1.5x faster, a few reads fewer: the config field says what was measured).
+Heavy imports happen inside the backend so that `import anpr` stays light.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class UltralyticsDetector:
 
     def detect(self, image: np.ndarray) -> list[PlateDetection]:
         results = self.model.predict(
-            image, imgsz=self.cfg.imgsz, conf=self.cfg.confidence, iou=self.cfg.iou, verbose=False
+            image, imgsz=self.cfg.imgsz, conf=self.cfg.confidence, iou=self.cfg.iou, rect=self.cfg.rect, verbose=False
         )
         boxes = results[0].boxes
         xyxy = boxes.xyxy.cpu().numpy()
@@ -78,7 +78,7 @@ class OpenVinoDetector:
 
     Why not ultralytics: `YOLO(...).predict` imports torch and ultralytics (most of `anpr read`'s
     cold start) and adds a few ms per call around the inference. Pre- and post-processing here
-    are ultralytics' own for PyTorch (`letterbox` to the minimum rectangle, `yolo_boxes`), so the
+    are ultralytics' own for PyTorch (`letterbox`, `yolo_boxes`), so the
     boxes are `UltralyticsDetector`'s up to float rounding (tests/test_detect.py).
 
     Why one compiled model with a dynamic input, not one static model per shape: OpenVINO's CPU
@@ -104,11 +104,11 @@ class OpenVinoDetector:
         self._input = np.empty((1, 3, 0, 0), np.float32)
         # The first inference of a compiled model is the slowest (oneDNN builds its kernels then, and
         # again, less, for each new input shape): pay it at load, at the shape of a 16:9 frame or photo
-        # (640x384 at imgsz 640), the commonest here.
+        # (the square, or 640x384 at imgsz 640 with `rect`), the commonest here.
         self.detect(np.full((cfg.imgsz * 9 // 16, cfg.imgsz, 3), LETTERBOX_FILL, np.uint8))
 
     def detect(self, image: np.ndarray) -> list[PlateDetection]:
-        padded, fit = letterbox(as_bgr(image), self.imgsz)
+        padded, fit = letterbox(as_bgr(image), self.imgsz, self.cfg.rect)
         if self._input.shape[2:] != padded.shape[:2]:
             self._input = np.empty((1, 3, *padded.shape[:2]), np.float32)
         # BGR HWC uint8 -> RGB CHW float32 in [0, 1], divided as ultralytics does (not multiplied by 1/255).
@@ -136,14 +136,15 @@ def as_bgr(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
 
 
-def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
-    """`image` resized to fit `size` x `size`, padded with grey, centred, to the minimum rectangle.
+def letterbox(image: np.ndarray, size: int, rect: bool = False) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """`image` resized to fit `size` x `size`, padded with grey, centred: to the square, or with `rect`
+    to the minimum rectangle.
 
-    ultralytics' `LetterBox(size, auto=True, stride=32)`, what its `predict` does for PyTorch: the
-    padding on each axis is only what makes that side a multiple of the stride (a 16:9 photo: 640x384,
-    not 640x640). Its rounding exactly (sides rounded, at least 1 px; padding split `round(d - 0.1)`,
-    `round(d + 0.1)`) so the network sees the pixels it sees under ultralytics. Returns the image and
-    the resized (width, height) with the (left, top) padding, which `scale_boxes` undoes.
+    ultralytics' `LetterBox(size, auto=rect, stride=32)`: with `rect` the padding on each axis is only
+    what makes that side a multiple of the stride (a 16:9 photo: 640x384, not 640x640). Its rounding
+    exactly (sides rounded, at least 1 px; padding split `round(d - 0.1)`, `round(d + 0.1)`) so the
+    network sees the pixels it sees under ultralytics. Returns the image and the resized (width,
+    height) with the (left, top) padding, which `scale_boxes` undoes.
     """
     import cv2
 
@@ -152,7 +153,9 @@ def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, tuple[int, int,
     new_w, new_h = max(round(w * r), 1), max(round(h * r), 1)
     if (new_w, new_h) != (w, h):
         image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    dw, dh = (size - new_w) % STRIDE / 2, (size - new_h) % STRIDE / 2
+    dw, dh = (size - new_w) / 2, (size - new_h) / 2
+    if rect:
+        dw, dh = dw * 2 % STRIDE / 2, dh * 2 % STRIDE / 2
     top, bottom = round(dh - 0.1), round(dh + 0.1)
     left, right = round(dw - 0.1), round(dw + 0.1)
     padded = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(LETTERBOX_FILL,) * 3)
@@ -215,7 +218,7 @@ def openvino_export(cfg: DetectorConfig) -> Path:
     """Path of the OpenVINO export for these weights and image size, generating it if missing.
 
     The export takes any input height and width (`dynamic=True`: the head's anchors follow the
-    input, so it runs the minimum-rectangle letterbox). It is keyed by the weights' checksum, imgsz
+    input, so it runs the square and the minimum-rectangle letterbox alike). It is keyed by the weights' checksum, imgsz
     and `-dyn`, so new weights, and the older static square exports, are never reused.
     ultralytics writes the export next to the .pt, so we export from a copy in cache_dir;
     `metadata.yaml`, written last, marks a complete export.

@@ -178,7 +178,9 @@ class CctReader:
             confs = tuple(float(p) for p in probs.max(axis=1)[keep])
             r = int(region.argmax())
             text = "".join(self.alphabet[k] for k in best[keep])
-            read = PlateRead(text, float(np.prod(confs)), confs, self.regions[r], float(region[r])) if text else None
+            country = self.regions[r]  # None: the region head's "Unknown"
+            confidence = float(region[r]) if country else 0.0
+            read = PlateRead(text, float(np.prod(confs)), confs, country, confidence) if text else None
             out.append(read)
         return out
 

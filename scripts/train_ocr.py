@@ -732,9 +732,11 @@ def main() -> None:
 
     renders = args.renders or args.work
     renders.mkdir(parents=True, exist_ok=True)
+    # Checked here, before the pool: a font missing inside a worker would hang `pool.map`.
+    fonts = installed_fonts() if args.synthetic_fonts else []
     synth = synthetic_samples(args.synthetic, args.seed, args.workers, renders)
     synth += synthetic_samples(args.synthetic_fonts, args.seed + 2000, args.workers, renders, fonts=True)
-    log(f"extra fonts: {', '.join(installed_fonts())}")
+    log(f"extra fonts: {', '.join(fonts)}")
     log(
         "kernels: " + " ".join(f"{k}={v}" for k, v in KERNELS.items()) + f", torch {torch.__version__}, "
         f"{torch.backends.cpu.get_cpu_capability()}"

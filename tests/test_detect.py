@@ -115,8 +115,9 @@ def assert_same_detections(ours: list[PlateDetection], theirs: list[PlateDetecti
 
 
 @pytest.mark.slow
-def test_openvino_detector_gives_torch_boxes() -> None:
-    cfg = DetectorConfig(backend="openvino")
+@pytest.mark.parametrize("rect", [False, True])
+def test_openvino_detector_gives_torch_boxes(rect: bool) -> None:
+    cfg = DetectorConfig(backend="openvino", rect=rect)
     ours, theirs = OpenVinoDetector(cfg), UltralyticsDetector(cfg.model_copy(update={"backend": "torch"}))
     # The lowest confidence allowed leaves many overlapping candidates, so NMS decides more.
     low = cfg.model_copy(update={"confidence": 0.01, "iou": 0.3})
@@ -133,15 +134,16 @@ def test_openvino_detector_gives_torch_boxes() -> None:
 @pytest.mark.parametrize(
     ("height", "width"), [(720, 1280), (1080, 1920), (517, 333), (640, 640), (31, 74), (3, 900), (1001, 37), (5, 5)]
 )
-def test_letterbox_is_ultralytics_letterbox(height: int, width: int) -> None:
-    """ultralytics' minimum-rectangle letterbox, as its `predict` runs it for PyTorch, to the pixel."""
+@pytest.mark.parametrize("rect", [False, True])
+def test_letterbox_is_ultralytics_letterbox(height: int, width: int, rect: bool) -> None:
+    """ultralytics' letterbox, square or minimum rectangle as its `predict` runs it, to the pixel."""
     from ultralytics.data.augment import LetterBox
 
     image = np.random.default_rng(height * width).integers(0, 256, (height, width, 3), np.uint8)
-    ours, _ = letterbox(image, 640)
-    np.testing.assert_array_equal(ours, LetterBox((640, 640), auto=True, stride=32)(image=image))
+    ours, _ = letterbox(image, 640, rect)
+    np.testing.assert_array_equal(ours, LetterBox((640, 640), auto=rect, stride=32)(image=image))
     if (height, width) == (1080, 1920):
-        assert ours.shape == (384, 640, 3)  # a 16:9 photo: 40 % fewer pixels than 640x640
+        assert ours.shape == ((384, 640, 3) if rect else (640, 640, 3))  # 16:9 as a rectangle: 40 % fewer pixels
 
 
 @pytest.mark.parametrize("classes", [1, 3])
