@@ -14,6 +14,7 @@ country; grammar checks happen later (anpr.plates).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -43,9 +44,9 @@ def gray_stretched(crop: np.ndarray) -> np.ndarray:
     """The crop in gray, its 1st..99th percentile stretched to 0..255, as 3 channels.
 
     Why: night IR and dusk crops are dim and flat (br-plate-crops' last camera hours) and the CCT
-    reads them far worse than daylight ones; on the training splits (which the CCT never saw) this
-    read BR 708 -> 737 of 801, US 135 -> 133 of 155, EU 1007 -> 1004 of 1049 (docs/accuracy.md). The
-    colour crop is still read whenever this one is unsure (`CctReader.read_batch`).
+    reads them far worse than daylight ones: read instead of the colour crop, this read BR 708 -> 737
+    of the 801 training-split crops (which the CCT never saw), but US 135 -> 133 of 155 and EU 1007 ->
+    1004 of 1049, so it is a second view of an unsure crop (`VIEWS`), not the first read.
     """
     import cv2
 
@@ -65,11 +66,12 @@ def with_margin(crop: np.ndarray) -> np.ndarray:
     return gray_stretched(cv2.copyMakeBorder(crop, dy, dy, dx, dx, cv2.BORDER_REPLICATE))
 
 
-# The other views of a crop the CCT is unsure of, read and voted on with the first (gray-stretched)
-# read. Chosen on the training splits, which the CCT never saw: BR 736 -> 739 of 801, US 137 -> 137
-# of 155, EU 1010 -> 1016 of 1049 (a third view, the crop trimmed by 6 %, lost a US crop; CLAHE lost
-# US and EU reads).
-VIEWS = (lambda crop: crop, with_margin)
+# The other views of a crop the CCT is unsure of, read and voted on with the first read (the colour
+# crop as it is). Chosen on the training splits and training photos, which the CCT never saw: with
+# these two views BR 708 -> 735 of 801 crops, US 135 -> 137 of 155, EU 1007 -> 1018 of 1049, and the
+# 155 openalpr-us training photos read 130 (a third view, the crop trimmed by 6 %, lost a US crop;
+# CLAHE lost US and EU reads; the gray-stretched crop as the first read: 128 photos).
+VIEWS = (gray_stretched, with_margin)
 
 
 def vote(reads: list[PlateRead | None]) -> PlateRead | None:
@@ -133,16 +135,17 @@ class CctReader:
         return self.read_batch([crop])[0]
 
     def read_batch(self, crops: list[np.ndarray]) -> list[PlateRead | None]:
-        """Every crop of a frame in one forward pass (gray-stretched), and the unsure ones again.
+        """Every crop of a frame in one forward pass, and the unsure ones again.
 
-        A crop with a character under `ocr.unsure_below` is read twice more in one batch, in colour
-        and gray-stretched with a margin (`VIEWS`), and the three reads vote (`vote`). A crop still
+        A crop with a character under `ocr.unsure_below` is read twice more in one batch,
+        gray-stretched and with a margin (`VIEWS`), and the three reads vote (`vote`). A crop still
         unsure goes to the second opinion, whose read wins where it is surer. The country is always
-        the CCT's: the second opinion has no region head.
+        the first read's: the region head sees the plate's colours there, and the second opinion has
+        no region head.
         """
         usable = [i for i, c in enumerate(crops) if c.size and min(c.shape[:2]) >= 2]
-        first = self.network([gray_stretched(crops[i]) for i in usable])
-        reads: dict[int, PlateRead | None] = dict(zip(usable, first, strict=True))
+        first = dict(zip(usable, self.network([crops[i] for i in usable]), strict=True))
+        reads = dict(first)
         unsure = [i for i in usable if not sure(reads[i], self.cfg.unsure_below)]
         again = self.network([view(crops[i]) for view in VIEWS for i in unsure])
         for k, i in enumerate(unsure):
@@ -150,14 +153,15 @@ class CctReader:
         unsure = [i for i in unsure if not sure(reads[i], self.cfg.unsure_below)]
         if self.second is not None and unsure:
             for i, other in zip(unsure, self.second.read_batch([crops[i] for i in unsure]), strict=True):
-                read = reads[i]
-                if other is not None and mean_confidence(other) > mean_confidence(read):
-                    country = (read.country, read.country_confidence) if read else (None, 0.0)
-                    reads[i] = PlateRead(other.text, other.confidence, other.char_confidences, *country)
-        return [
-            read if (read := reads.get(i)) is not None and mean_confidence(read) >= self.cfg.min_confidence else None
-            for i in range(len(crops))
-        ]
+                if other is not None and mean_confidence(other) > mean_confidence(reads[i]):
+                    reads[i] = other
+        out: list[PlateRead | None] = [None] * len(crops)
+        for i, read in reads.items():
+            if read is not None and mean_confidence(read) >= self.cfg.min_confidence:
+                region = first[i]
+                country = (region.country, region.country_confidence) if region else (None, 0.0)
+                out[i] = replace(read, country=country[0], country_confidence=country[1])
+        return out
 
     def network(self, crops: list[np.ndarray]) -> list[PlateRead | None]:
         """One forward pass over `crops` (BGR or gray) as the network was trained: RGB, stretched to

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -213,33 +214,34 @@ def test_cct_reads_a_sure_crop_once() -> None:
     crops = _noise_crops(2)
     first = [_read("AB1234", 0.95, country="UA"), _read("CD5678", 0.9, country="MD")]
     second = _ScriptedSecond(crops, {0: _read("XX0000", 1.0), 1: _read("XX0000", 1.0)})
-    cct = _ScriptedCct(crops, {(0, "gray"): first[0], (1, "gray"): first[1]}, second=second)
+    cct = _ScriptedCct(crops, {(0, "colour"): first[0], (1, "colour"): first[1]}, second=second)
     assert cct.read_batch(crops) == first
-    assert cct.passes == [[(0, "gray"), (1, "gray")]]  # one forward pass, gray-stretched
+    assert cct.passes == [[(0, "colour"), (1, "colour")]]  # one forward pass, the crop as it is
     assert second.asked == []
 
 
-def test_cct_reads_an_unsure_crop_again_in_colour_and_with_a_margin_and_votes() -> None:
+def test_cct_reads_an_unsure_crop_again_gray_stretched_and_with_a_margin_and_votes() -> None:
     crops = _noise_crops(3)
     script = {
-        (0, "gray"): _read("AB1234", 0.95),
-        (1, "gray"): _read("AB12B4", 0.95, 0.95, 0.95, 0.95, 0.5, 0.95),  # one unsure character
-        (1, "colour"): _read("AB1284", 0.93),
+        (0, "colour"): _read("AB1234", 0.95),
+        (1, "colour"): _read("AB12B4", 0.95, 0.95, 0.95, 0.95, 0.5, 0.95),  # one unsure character
+        (1, "gray"): _read("AB1284", 0.93),
         (1, "margin"): _read("AB1284", 0.96, country="PL", country_confidence=0.7),
-        (2, "gray"): None,  # nothing read: unsure too
-        (2, "colour"): _read("KL987", 0.8),
+        (2, "colour"): None,  # nothing read: unsure too
+        (2, "gray"): _read("KL987", 0.8),
         (2, "margin"): None,
     }
     second = _ScriptedSecond(crops, {})
     cct = _ScriptedCct(crops, script, second=second)
     out = cct.read_batch(crops)
     assert cct.passes == [
-        [(0, "gray"), (1, "gray"), (2, "gray")],
-        [(1, "colour"), (2, "colour"), (1, "margin"), (2, "margin")],  # the unsure ones, both views in one pass
+        [(0, "colour"), (1, "colour"), (2, "colour")],
+        [(1, "gray"), (2, "gray"), (1, "margin"), (2, "margin")],  # the unsure ones, both views in one pass
     ]
-    assert out[0] == script[0, "gray"]
-    assert out[1] is script[1, "margin"]  # two agreeing reads outvote the first; the surer of them, its country
-    assert out[2] is script[2, "colour"]
+    assert out[0] == script[0, "colour"]
+    # two agreeing reads outvote the first; the surer of them, with the first read's country (none here)
+    assert out[1] == replace(script[1, "margin"], country=None, country_confidence=0.0)
+    assert out[2] == script[2, "gray"]
     assert second.asked == [[2]]  # crop 1 is sure after the vote: only crop 2 goes to the second opinion
 
 
@@ -249,8 +251,8 @@ def test_the_second_opinion_wins_a_still_unsure_crop_only_where_it_is_surer_and_
     surer, instead = _read("AB1284", 0.97), _read("CD3456", 0.95)
     script: dict[tuple[int, str], PlateRead | None] = {}
     for i in (0, 1, 3, 4):
-        script |= {(i, view): unsure for view in ("gray", "colour", "margin")}
-    script[5, "gray"] = _read("SURE99", 0.99, country="UA", country_confidence=0.9)
+        script |= {(i, view): unsure for view in ("colour", "gray", "margin")}
+    script[5, "colour"] = _read("SURE99", 0.99, country="UA", country_confidence=0.9)
     others = {
         0: surer,  # surer: wins, with the CCT's country
         1: _read("XY9999", 0.7),  # less sure: the CCT's read stays
@@ -263,33 +265,33 @@ def test_the_second_opinion_wins_a_still_unsure_crop_only_where_it_is_surer_and_
     out = _ScriptedCct(crops, script, second=second).read_batch(crops)
     assert second.asked == [[0, 1, 2, 3, 4]]
     assert out[0] == PlateRead("AB1284", surer.confidence, surer.char_confidences, "PL", 0.8)
-    assert out[1] is unsure and out[3] is unsure and out[4] is unsure
+    assert out[1] == unsure and out[3] == unsure and out[4] == unsure
     assert out[2] == PlateRead("CD3456", instead.confidence, instead.char_confidences, None, 0.0)
-    assert out[5] == script[5, "gray"]
+    assert out[5] == script[5, "colour"]
 
 
 def test_cct_drops_reads_under_min_confidence_whoever_read_them() -> None:
     crops = _noise_crops(3)
     weak = _read("AB12", 0.95, 0.95, 0.95, 0.3)  # mean 0.7875: unsure, read again alike
     middling = _read("CD34", 0.85)
-    script = {(i, view): r for i, r in ((0, weak), (1, middling)) for view in ("gray", "colour", "margin")}
-    script |= {(2, view): _read("EF56", 0.6) for view in ("gray", "colour", "margin")}
+    script = {(i, view): r for i, r in ((0, weak), (1, middling)) for view in ("colour", "gray", "margin")}
+    script |= {(2, view): _read("EF56", 0.6) for view in ("colour", "gray", "margin")}
     cfg = OcrConfig(unsure_below=0.9, min_confidence=0.8)
     assert _ScriptedCct(crops, script, cfg).read_batch(crops) == [None, middling, None]
     # the second opinion's read beats the CCT's 0.6 but is under the bar too
     second = _ScriptedSecond(crops, {2: _read("EF56", 0.75)})
     assert _ScriptedCct(crops, script, cfg, second).read_batch(crops) == [None, middling, None]
     cfg = OcrConfig(unsure_below=0.9, min_confidence=0.5)
-    assert _ScriptedCct(crops, script, cfg).read_batch(crops) == [weak, middling, script[2, "gray"]]
+    assert _ScriptedCct(crops, script, cfg).read_batch(crops) == [weak, middling, script[2, "colour"]]
 
 
 def test_cct_never_feeds_empty_or_one_pixel_crops_to_the_network() -> None:
     crops = _noise_crops(2)
     given = [np.zeros((0, 0, 3), np.uint8), crops[0], np.zeros((1, 50, 3), np.uint8), crops[1], np.zeros((30, 0, 3))]
-    script = {(1, "gray"): _read("AB1234", 0.95), (3, "gray"): _read("CD5678", 0.95)}
+    script = {(1, "colour"): _read("AB1234", 0.95), (3, "colour"): _read("CD5678", 0.95)}
     cct = _ScriptedCct(given, script)
-    assert cct.read_batch(given) == [None, script[1, "gray"], None, script[3, "gray"], None]
-    assert cct.passes == [[(1, "gray"), (3, "gray")]]
+    assert cct.read_batch(given) == [None, script[1, "colour"], None, script[3, "colour"], None]
+    assert cct.passes == [[(1, "colour"), (3, "colour")]]
     assert cct.read_batch([]) == []
 
 
