@@ -3,15 +3,16 @@
     .venv/bin/python scripts/bench_read.py                        # baseline: the last commit before the CCT reader
     .venv/bin/python scripts/bench_read.py --baseline HEAD~3 --photos 40 --crops 300
 
-Rows, for each side (each measured in its own process, alternately, on the same machine):
+Rows, for each side (each measured in its own process, on the same machine, one after the other):
 
 - *OCR per crop*: `PlateReader` wall time per crop, one crop per call, median and p90 over the held-out
   real crops of models/plate_ocr_split.json (br-plate-crops, eu-plate-crops) when ../shared/datasets
   exists, else synthetic plates from anpr.synth; after a warm-up of 10 crops.
 - *`anpr read` per photo, warm*: `PlateRecognizer.recognize` (detector, OCR, grammar, tiles) per photo,
   median and p90 over the openalpr-us and ua-plates photos (else the sample image), after one warm-up.
-- *start to first result*: wall time of a fresh `anpr read ONE.jpg` process, median of 3 (files in the
-  OS cache and model exports already built by a first run, as on a machine that has run anpr before).
+- *start to first result*: wall time of a fresh `anpr read ONE.jpg` process, median of 3 taken
+  alternately (files in the OS cache and model exports already built by a first run, as on a machine
+  that has run anpr before).
 
 The baseline runs from a git worktree of `--baseline` (scripts/baseline.py), with this venv.
 """
@@ -41,8 +42,10 @@ def crops(n: int) -> list[np.ndarray]:
 
     if DATASETS.is_dir():
         split = json.loads((REPO / "models" / "plate_ocr_split.json").read_text(encoding="utf-8"))["sets"]
-        names = [(s, f) for s in ("br-plate-crops", "eu-plate-crops") for f in split[s]["heldout"]]
-        return [cv2.imread(str(DATASETS / s / "images" / f)) for s, f in names[:n]]
+        br, eu = ([(s, f) for f in split[s]["heldout"]] for s in ("br-plate-crops", "eu-plate-crops"))
+        names = [name for pair in zip(br, eu, strict=False) for name in pair]  # both sets, whatever n
+        folder = {s: DATASETS / s / "images" if (DATASETS / s / "images").is_dir() else DATASETS / s for s in split}
+        return [cv2.imread(str(folder[s] / f)) for s, f in names[:n]]
     from anpr.synth import STYLES, random_plate_text, render_plate
 
     rng = np.random.default_rng(0)
