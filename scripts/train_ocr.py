@@ -352,9 +352,9 @@ def eval_line(sample: Sample, height: int) -> np.ndarray:
 def warp(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A small rotation, row slope (a plate seen a little from the side) and italic slant.
 
-    The real training crops are otherwise only ever cut, never moved: session 8's network read every
-    BR and US training crop exactly while misreading 10 % (BR) and 24 % (US) of the held-out ones;
-    the synthetic plates get their perspective when rendered.
+    The real training crops are otherwise only ever cut, never moved: a network trained on them
+    unmoved read every BR and US training crop exactly while misreading 10 % (BR) and 24 % (US) of
+    the held-out ones; the synthetic plates get their perspective when rendered.
     """
     h, w = crop.shape
     a = math.radians(float(rng.uniform(-3, 3)))
@@ -516,7 +516,7 @@ def occlude(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Part of the glyph row hidden, as lane photos show it: a plate frame's edge over the glyphs'
     feet or heads, or an ornament, tow bar or sticker over part of a glyph.
 
-    Four of session 16's nine held-out US misses were such crops (a dealer frame over `4EEU387`'s
+    Held-out US misses are such crops (a dealer frame over `4EEU387`'s
     feet read `4FEU387`, over `5TGN556`'s T read `5IGN556`; a figurine over `8P62983`'s 2), and
     neither the renders' frames nor the real training crops show enough of them. Each cover leaves
     part of the glyph: a hidden character would teach the network to invent one.
