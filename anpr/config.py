@@ -123,7 +123,7 @@ class OcrConfig(Strict):
         default=True,
         description="cct: our plate-trained networks (plate_ocr_small, then plate_ocr) also read the crops "
         "the CCT stays unsure of, and win where they are surer (held-out BR/US/EU reads, docs/accuracy.md); "
-        "false loads no torch or EasyOCR",
+        "false loads only the CCT",
     )
     min_confidence: float = Field(
         default=0.8,

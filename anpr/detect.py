@@ -116,9 +116,8 @@ class OpenVinoDetector:
         self._request.infer({0: self._input}, share_inputs=True)
         output = self._request.get_output_tensor(0).data
         xyxy, conf = yolo_boxes(output[0], self.cfg.confidence, self.cfg.iou)
-        xyxy = scale_boxes(xyxy, fit, image.shape[:2])
-        found = [PlateDetection(Box(*(float(v) for v in xyxy[i])), float(conf[i])) for i in range(len(conf))]
-        return sorted(found, key=lambda d: d.confidence, reverse=True)
+        xyxy = scale_boxes(xyxy, fit, image.shape[:2])  # best first already: NMS keeps them in that order
+        return [PlateDetection(Box(*(float(v) for v in xyxy[i])), float(conf[i])) for i in range(len(conf))]
 
 
 def as_bgr(image: np.ndarray) -> np.ndarray:

@@ -175,4 +175,3 @@ def verify_model_file(path: Path) -> Path:
 def plate_ocr_weights(folder: Path = MODELS_DIR, network: str = "plate_ocr") -> Path:
     """A plate-trained recogniser's weights, verified: EasyOCR unpickles them (weights_only=False)."""
     return verify_model_file(folder / f"{network}.pth")
-

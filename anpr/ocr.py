@@ -32,6 +32,11 @@ class PlateReader(Protocol):
         ...
 
 
+def readable(crop: np.ndarray) -> bool:
+    """At least 2 x 2 pixels: anything smaller is no crop to read (and breaks resizing)."""
+    return bool(crop.size) and min(crop.shape[:2]) >= 2
+
+
 def mean_confidence(read: PlateRead | None) -> float:
     return float(np.mean(read.char_confidences)) if read and read.char_confidences else 0.0
 
@@ -155,7 +160,7 @@ class CctReader:
         the first read's: the region head sees the plate's colours there, and the second opinion has
         no region head.
         """
-        usable = [i for i, c in enumerate(crops) if c.size and min(c.shape[:2]) >= 2]
+        usable = [i for i, c in enumerate(crops) if readable(c)]
         first = dict(zip(usable, self.network([crops[i] for i in usable]), strict=True))
         reads = dict(first)
         unsure = [i for i in usable if not sure(reads[i], self.cfg.unsure_below)]
@@ -170,9 +175,12 @@ class CctReader:
         out: list[PlateRead | None] = [None] * len(crops)
         for i, read in reads.items():
             if read is not None and mean_confidence(read) >= self.cfg.min_confidence:
-                region = first[i]
-                country = (region.country, region.country_confidence) if region else (None, 0.0)
-                out[i] = replace(read, country=country[0], country_confidence=country[1])
+                colour = first[i]  # the read whose region head saw the plate's colours
+                out[i] = replace(
+                    read,
+                    country=colour.country if colour else None,
+                    country_confidence=colour.country_confidence if colour else 0.0,
+                )
         return out
 
     def network(self, crops: list[np.ndarray]) -> list[PlateRead | None]:

@@ -23,6 +23,7 @@ import yaml
 
 from anpr.config import MODELS_DIR, OcrConfig
 from anpr.models import easyocr_model_dir, enforce_offline, openvino_f32_config, plate_ocr_weights, sha256_of
+from anpr.ocr import readable
 from anpr.schema import PlateRead
 
 ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
@@ -251,7 +252,7 @@ class PlateOcrReader:
         return self.read_batch([crop])[0]
 
     def read_batch(self, crops: list[np.ndarray]) -> list[PlateRead | None]:
-        usable = [i for i, c in enumerate(crops) if c.size and min(c.shape[:2]) >= 2]
+        usable = [i for i, c in enumerate(crops) if readable(c)]
         grays = {i: to_gray(crops[i]) for i in usable}
         square = [i for i in usable if grays[i].shape[1] < self.cfg.two_row_aspect * grays[i].shape[0]]
         cuts = [(i, False) for i in usable] + [(i, True) for i in square]  # each crop's line read first

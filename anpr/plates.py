@@ -95,6 +95,12 @@ _TO_DIGIT = {"O": "0", "Q": "0", "D": "0", "I": "1", "L": "1", "Z": "2", "S": "5
 _TO_LETTER = {"0": "O", "1": "I", "2": "Z", "5": "S", "6": "G", "8": "B", "4": "A", "7": "T"}
 _CONFUSABLE = frozenset(frozenset(pair) for pair in (*_TO_DIGIT.items(), *_TO_LETTER.items()))
 
+
+def look_alike(ch: str) -> str | None:
+    """The digit a letter is confused with, or the letter a digit is; None: it has no look-alike."""
+    return _TO_DIGIT.get(ch) if ch.isalpha() else _TO_LETTER.get(ch)
+
+
 _LETTERS = frozenset(string.ascii_uppercase)
 # Per-position character classes used in `Pattern.shape`.
 _CLASSES: dict[str, frozenset[str]] = {
@@ -260,7 +266,7 @@ def _fit(text: str, unsure: Sequence[bool], pattern: Pattern, max_swaps: int) ->
     for i, (ch, cls) in enumerate(zip(text, pattern.shape, strict=True)):
         allowed = _CLASSES[cls]
         if ch not in allowed:
-            swap = _TO_DIGIT.get(ch) if ch.isalpha() else _TO_LETTER.get(ch)
+            swap = look_alike(ch)
             if not unsure[i] or swap is None or swap not in allowed or len(changed) == max_swaps:
                 return None
             ch = swap

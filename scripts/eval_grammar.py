@@ -25,7 +25,7 @@ from eval_ocr import heldout_crops  # noqa: E402
 
 from anpr.config import load_config  # noqa: E402
 from anpr.ocr import make_reader  # noqa: E402
-from anpr.plates import _TO_DIGIT, _TO_LETTER, interpret, normalise  # noqa: E402
+from anpr.plates import interpret, look_alike, normalise  # noqa: E402
 from anpr.synth import random_plate_text  # noqa: E402
 
 SETS = ("br-plate-crops", "openalpr-us", "eu-plate-crops")
@@ -37,12 +37,11 @@ def injected(style: str, n: int, seed: int = 0) -> list[tuple[str, str, tuple[fl
     out = []
     while len(out) < n:
         text = normalise(random_plate_text(style, rng))
-        swappable = [i for i, c in enumerate(text) if (_TO_DIGIT if c.isalpha() else _TO_LETTER).get(c)]
+        swappable = [i for i, c in enumerate(text) if look_alike(c)]
         if not swappable:
             continue
         i = int(rng.choice(swappable))
-        c = text[i]
-        read = text[:i] + (_TO_DIGIT if c.isalpha() else _TO_LETTER)[c] + text[i + 1 :]
+        read = text[:i] + str(look_alike(text[i])) + text[i + 1 :]
         confs = tuple(0.5 if k == i else 0.99 for k in range(len(text)))
         out.append((text, read, confs))
     return out

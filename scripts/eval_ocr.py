@@ -31,7 +31,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -142,7 +141,7 @@ def make(name: str) -> PlateReader:
     return make_reader(cfg if name == "default" else cfg.model_copy(update={"network": name}))
 
 
-def photos(reader: PlateReader) -> tuple[float, int, float]:
+def photos(reader: PlateReader) -> tuple[int, int]:
     """Exact grammar-checked reads of the held-out openalpr-us photos, detector + OCR (anpr eval's scoring)."""
     from anpr.config import PlatesConfig
     from anpr.detect import make_detector
@@ -162,21 +161,18 @@ def photos(reader: PlateReader) -> tuple[float, int, float]:
         if o.corrected != o.sample.plate
     ]
     print(f"openalpr-us photos: {hits}/{len(outcomes)} exact; wrong: {', '.join(wrong)}", flush=True)
-    return hits / len(outcomes), len(outcomes), float(np.median([o.ms for o in outcomes]))
+    return hits, len(outcomes)
 
 
-def baseline_results(rev: str, sets: list[str]) -> dict[str, tuple[float, int, float]]:
-    """Scoring -> (share, n, ms) of revision `rev`'s default reader, from its own eval_ocr.py."""
+def baseline_results(rev: str, sets: list[str]) -> dict[str, tuple[int, int]]:
+    """Scoring -> (exact reads, crops) of revision `rev`'s default reader, from its own eval_ocr.py."""
     path = baseline.tree(rev)
     crop_sets = [s for s in sets if s != "openalpr-us photos"]
     cmd = [sys.executable, "scripts/eval_ocr.py", "--networks", "plate_ocr", "--sets", *crop_sets]
     cmd += ["--photos"] if len(crop_sets) < len(sets) else []
     out = subprocess.run(cmd, env=baseline.env(path), cwd=path, capture_output=True, text=True, check=True).stdout
-    found = {}
-    for m in re.finditer(r"^plate_ocr (.+?): (\d+)/(\d+) exact", out, re.MULTILINE):
-        scoring, hits, n = m.group(1), int(m.group(2)), int(m.group(3))
-        found[scoring] = (hits / n, n, float("nan"))
-    return found
+    found = re.finditer(r"^plate_ocr (.+?): (\d+)/(\d+) exact", out, re.MULTILINE)
+    return {m.group(1): (int(m.group(2)), int(m.group(3))) for m in found}
 
 
 def main() -> None:
@@ -190,14 +186,14 @@ def main() -> None:
     if args.photos:
         args.sets.append("openalpr-us photos")
 
-    results: dict[tuple[str, str], tuple[float, int, float]] = {}
+    results: dict[tuple[str, str], tuple[int, int]] = {}  # (reader, scoring) -> (exact reads, crops)
     columns = list(args.readers)
     if args.baseline:
         column = f"baseline {args.baseline}"
         columns.insert(0, column)
         for scoring, result in baseline_results(args.baseline, args.sets).items():
             results[(column, scoring)] = result
-            print(f"{column} {scoring}: {round(result[0] * result[1])}/{result[1]} exact", flush=True)
+            print(f"{column} {scoring}: {result[0]}/{result[1]} exact", flush=True)
     for name in args.readers:
         reader = make(name)
         for set_name in args.sets:
@@ -206,26 +202,24 @@ def main() -> None:
                 results[(name, set_name)] = photos(reader)
                 continue
             crops = heldout_crops(set_name)
-            texts, ms = {}, []
-            for image_name, crop, _ in crops:
-                t = time.perf_counter()
+            texts = {}
+            for image_name, crop, _ in crops:  # one crop a call, as a lane reads one plate a frame
                 read = reader.read_batch([crop])[0]
-                ms.append((time.perf_counter() - t) * 1000)
                 texts[image_name] = normalise(read.text) if read else ""
             for scoring, truth in scorings(set_name, {image_name: label for image_name, _, label in crops}).items():
                 wrong = [f"{i} {p} -> {texts[i] or '-'}" for i, p in truth.items() if texts[i] != p]
                 hits = len(truth) - len(wrong)
-                results[(name, scoring)] = (hits / len(truth), len(truth), float(np.median(ms)))
+                results[(name, scoring)] = (hits, len(truth))
                 shown = f"; wrong: {', '.join(wrong[: args.errors])}" if len(truth) == len(crops) else ""
                 print(f"{name} {scoring}: {hits}/{len(truth)} exact{shown}", flush=True)
     print(f"\n| set | held-out | {' | '.join(columns)} |")
     print(f"|---|---|{'---|' * len(columns)}")
     for set_name in dict.fromkeys(scoring for _, scoring in results):  # a set, then its other scorings
         n = results[(args.readers[0], set_name)][1]
-        cells = []
-        for r in columns:
-            share = results.get((r, set_name), (float("nan"), n, 0.0))[0]
-            cells.append(f"{share:.3f} ({round(share * n) if share == share else '-'})")
+        cells = [
+            f"{h / n:.3f} ({h})" if (h := results.get((r, set_name), (None, n))[0]) is not None else "-"
+            for r in columns
+        ]
         print(f"| {set_name} | {n} | {' | '.join(cells)} |")
 
 
