@@ -493,8 +493,51 @@ class EventsConfig(Strict):
 KEY_ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"  # signing key ids travel in every message and in Redis keys
 
 
-class PublisherConfig(Strict):
+class ConsumerConfig(Strict):
+    """One consumer group on a Redis stream (anpr/streams.py): the publisher, archive, hits and notifiers.
+
+    Each entry is acknowledged only once its work is done, so a crash leaves it pending and a restart
+    under the same consumer name does it again; entries of a consumer that died for good are claimed.
+    """
+
+    group: str = Field(min_length=1, description="consumer group name")
+    consumer: str = Field(
+        default_factory=socket.gethostname,
+        min_length=1,
+        description="consumer name; keep it stable across restarts so a restart re-delivers its own pending entries",
+    )
+    batch_size: int = Field(
+        default=100,
+        ge=1,
+        le=1000,
+        description="entries per read (and per request); larger is faster, each retry redoes more",
+    )
+    block_ms: int = Field(default=1000, ge=1, le=60_000, description="how long one read waits for new events")
+    backoff_base_s: float = Field(default=0.5, gt=0, le=60, description="first retry delay (before jitter)")
+    backoff_max_s: float = Field(default=60.0, gt=0, le=3600, description="retry delays double up to this")
+    claim_idle_s: float = Field(
+        default=120.0,
+        gt=0,
+        le=86400,
+        description="take over entries another consumer left unacknowledged this long; must exceed the longest "
+        "time one delivery can take, or two publishers send the same batch",
+    )
+    max_deliveries: int = Field(
+        default=10,
+        ge=1,
+        le=1000,
+        description="an entry handed out more often than this (its consumer keeps dying on it) is dead-lettered",
+    )
+    health_interval_s: float = Field(default=5.0, gt=0, le=300, description="refresh period of the health key")
+    max_retry_after_s: float = Field(
+        default=300.0, gt=0, le=3600, description="longest Retry-After honoured; a larger one is cut to this"
+    )
+
+
+class PublisherConfig(ConsumerConfig):
     """Delivering plate events to the partner customs service (anpr/exchange/publisher.py)."""
+
+    group: str = Field(default="exchange-publisher", min_length=1, description="consumer group on the events stream")
 
     transport: Literal["http", "redis"] = Field(
         default="http", description="http: POST to the partner's receiver; redis: XADD into the partner's Redis"
@@ -533,46 +576,103 @@ class PublisherConfig(Strict):
         default="https://anpr.invalid/images/{event_id}/plate.jpg",
         description="URL of a plate crop for reference mode; {event_id} is replaced",
     )
-    group: str = Field(default="exchange-publisher", min_length=1, description="consumer group on the events stream")
-    consumer: str = Field(
-        default_factory=socket.gethostname,
-        min_length=1,
-        description="consumer name; keep it stable across restarts so a restart re-delivers its own pending entries",
-    )
-    batch_size: int = Field(
-        default=100,
-        ge=1,
-        le=1000,
-        description="events per read and per request; larger is faster, each retry resends more",
-    )
     max_request_bytes: int = Field(
         default=4 * 1024 * 1024,
         ge=16 * 1024,
         description="split a batch into requests below this size; keep under the receiver's max_body_bytes",
     )
-    block_ms: int = Field(default=1000, ge=1, le=60_000, description="how long one read waits for new events")
     request_timeout_s: float = Field(
         default=10.0, gt=0, le=300, description="per request; a stalled partner counts as a failure after this"
     )
-    backoff_base_s: float = Field(default=0.5, gt=0, le=60, description="first retry delay (before jitter)")
-    backoff_max_s: float = Field(default=60.0, gt=0, le=3600, description="retry delays double up to this")
-    max_retry_after_s: float = Field(
-        default=300.0, gt=0, le=3600, description="longest Retry-After honoured; a larger one is cut to this"
+
+
+class RetentionConfig(Strict):
+    """How long the store keeps each kind of record (anpr/store); a job deletes what is older."""
+
+    events_days: int = Field(default=90, ge=1, le=3650, description="plate events (and their crossing alerts)")
+    crops_days: int = Field(
+        default=30, ge=1, le=3650, description="plate and vehicle crop files; events outlive their pictures"
     )
-    claim_idle_s: float = Field(
-        default=120.0,
-        gt=0,
-        le=86400,
-        description="take over entries another consumer left unacknowledged this long; must exceed the longest "
-        "time one delivery can take, or two publishers send the same batch",
+    hits_days: int = Field(default=365, ge=1, le=3650, description="watchlist hits and their acknowledgements")
+    every_s: float = Field(default=3600.0, gt=0, le=86400, description="how often the archive runs the job")
+
+
+class StoreConfig(Strict):
+    """The durable record: events, crops, watchlists, hits and alerts (anpr/store)."""
+
+    url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL, e.g. postgresql+psycopg://anpr@db/anpr; unset: embedded SQLite in data_dir",
     )
-    max_deliveries: int = Field(
-        default=10,
-        ge=1,
-        le=1000,
-        description="an entry handed out more often than this (the publisher keeps dying on it) is dead-lettered",
+    data_dir: Path = Field(
+        default=REPO_ROOT / "data" / "store", description="the SQLite file and the crops (content-addressed JPEGs)"
     )
-    health_interval_s: float = Field(default=5.0, gt=0, le=300, description="refresh period of the health key")
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.url or f"sqlite:///{self.data_dir / 'anpr.db'}"
+
+
+class ArchiveConfig(ConsumerConfig):
+    """`anpr archive`: events and crossing alerts from their streams into the store."""
+
+    group: str = Field(default="archive", min_length=1, description="consumer group on the events and alerts streams")
+    backoff_max_s: float = Field(default=5.0, gt=0, le=3600, description="retry delays double up to this")
+
+
+class HitsConfig(ConsumerConfig):
+    """`anpr hits`: every new event against the active watchlists (anpr/hits.py)."""
+
+    group: str = Field(default="hits", min_length=1, description="consumer group on the events stream")
+    block_ms: int = Field(default=200, ge=1, le=60_000, description="how long one read waits for new events")
+    backoff_max_s: float = Field(default=5.0, gt=0, le=3600, description="retry delays double up to this")
+    reload_s: float = Field(
+        default=1.0, gt=0, le=3600, description="how often the watchlist's revision is checked for changes"
+    )
+
+
+class MqttConfig(Strict):
+    """An MQTT broker that gets hits, crossing alerts and (opt-in) events as JSON, QoS 1."""
+
+    enabled: bool = Field(default=False, description="publish to the broker")
+    host: str = Field(default="127.0.0.1", min_length=1)
+    port: int = Field(default=1883, ge=1, le=65535)
+    username: str | None = None
+    password: str | None = None
+    topic_prefix: str = Field(
+        default="anpr", min_length=1, description="topics are <prefix>/<site>/hits, .../alerts, .../events"
+    )
+    qos: Literal[1, 2] = Field(default=1, description="at least once (1) or exactly once (2) to the broker")
+    timeout_s: float = Field(default=10.0, gt=0, le=300, description="wait this long for the broker's PUBACK")
+
+
+Topic = Literal["hits", "alerts", "events"]
+
+
+def _hits_and_alerts() -> list[Topic]:
+    return ["hits", "alerts"]
+
+
+class WebhookConfig(Strict):
+    """An HTTP endpoint that gets signed POSTs (HMAC-SHA256 over timestamp and body)."""
+
+    name: str = Field(pattern=NAME_PATTERN, max_length=32, description="names its consumer group and dead letters")
+    url: str = Field(min_length=1, description="http(s) URL to POST to")
+    secret_file: Path = Field(description="file holding the shared HMAC secret")
+    topics: list[Topic] = Field(default_factory=_hits_and_alerts, min_length=1, description="what it receives")
+    timeout_s: float = Field(default=10.0, gt=0, le=300, description="per request")
+
+
+class NotifyConfig(ConsumerConfig):
+    """`anpr notify`: hits, crossing alerts and (opt-in) all events to MQTT and webhooks."""
+
+    group: str = Field(default="notify", min_length=1, description="prefix of the notifiers' consumer groups")
+    block_ms: int = Field(default=200, ge=1, le=60_000, description="how long one read waits for new entries")
+    backoff_max_s: float = Field(default=30.0, gt=0, le=3600, description="retry delays double up to this")
+    events: bool = Field(default=False, description="also send every plate event (not only hits and alerts)")
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    webhooks: list[WebhookConfig] = Field(default_factory=list)
 
 
 class ReceiverConfig(Strict):
@@ -759,6 +859,10 @@ class AnprConfig(BaseSettings):
     receiver: ReceiverConfig = Field(default_factory=ReceiverConfig)
     matching: MatchingConfig = Field(default_factory=MatchingConfig)
     events: EventsConfig = Field(default_factory=EventsConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    archive: ArchiveConfig = Field(default_factory=ArchiveConfig)
+    hits: HitsConfig = Field(default_factory=HitsConfig)
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
     site: SiteConfig = Field(default_factory=SiteConfig)
     cameras: list[CameraConfig] = Field(default_factory=list, description="the lane cameras of this site")
     tracker: TrackerConfig = Field(default_factory=TrackerConfig)

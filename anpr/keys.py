@@ -33,6 +33,29 @@ class Keys:
         """
         return f"{self.prefix}:events:seen:{event_id}"
 
+    # -- watchlist hits and the stream consumers (anpr/hits.py, anpr/streams.py) --------------------
+
+    @property
+    def hits(self) -> str:
+        """Stream of Hit JSON: an event that matched a watchlist entry, once per event and entry."""
+        return f"{self.prefix}:hits"
+
+    def hit_emitted(self, hit_id: str) -> str:
+        """Marker that a hit was written to the hits stream, so a re-delivered event raises nothing new."""
+        return f"{self.prefix}:hits:emitted:{hit_id}"
+
+    def dead_letters(self, group: str) -> str:
+        """Entries a consumer group gave up on, with the reason and the original fields (never retried by itself)."""
+        return f"{self.prefix}:dead:{group}"
+
+    def consumer_stats(self, group: str) -> str:
+        """Hash of a consumer group's counters (done, retried, dead_lettered) that survive restarts."""
+        return f"{self.prefix}:consumer:{group}:stats"
+
+    def consumer_health(self, group: str, consumer: str) -> str:
+        """JSON status of one consumer process, with a TTL: absent means dead or stuck."""
+        return f"{self.prefix}:consumer:{group}:health:{consumer}"
+
     # -- lane registry (anpr/passes.py) ----------------------------------------------------------
 
     def lane_passes(self, site: str, lane: str) -> str:

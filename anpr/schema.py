@@ -15,7 +15,9 @@ from enum import StrEnum
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator, model_validator
+
+from anpr.plates import normalise
 
 # -- in-process, per frame ---------------------------------------------------------------------
 
@@ -207,3 +209,139 @@ class PlateEvent(BaseModel):
         stamp = first_seen.astimezone(UTC).strftime("%Y%m%dT%H%M%S.%f")
         digest = hashlib.sha256(f"{site}|{lane}|{plate}|{stamp}".encode()).hexdigest()[:16]
         return f"{site}-{lane}-{stamp}-{digest}"
+
+
+# -- the exchange matcher's outputs (anpr/exchange/matching.py) -----------------------------------
+
+
+class _Output(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = 1
+
+
+class CrossingMatch(_Output):
+    """The partner's exit and our entry of one vehicle."""
+
+    match_id: str
+    exact: bool
+    exit_event_id: str
+    entry_event_id: str
+    exit_plate: str
+    entry_plate: str
+    exit_site: str
+    entry_site: str
+    exited_at: UtcDatetime
+    entered_at: UtcDatetime
+    transit_s: float
+
+
+class CrossingAlert(_Output):
+    """A vehicle that left the partner's country and never reached us, or reached us without leaving it."""
+
+    alert_id: str
+    kind: Literal["exited_not_entered", "entered_without_exit"]
+    event_id: str
+    plate: str
+    site: str
+    seen_at: UtcDatetime
+    raised_at: UtcDatetime
+    detail: str
+
+
+# -- watchlists and hits (anpr/watchlist.py, anpr/hits.py) ---------------------------------------
+
+
+class Severity(StrEnum):
+    """What an officer should do on a hit: note it, check the vehicle, or stop it."""
+
+    INFO = "info"
+    CHECK = "check"
+    STOP = "stop"
+
+
+class MatchMode(StrEnum):
+    """How close a read must be to a watchlist plate; each mode includes the ones before it.
+
+    `confusable`: equal once OCR's look-alikes (O/0, B/8, I/1...) are folded together;
+    `one_edit`: that, or one character added, dropped or replaced (a read that lost or gained one).
+    """
+
+    EXACT = "exact"
+    CONFUSABLE = "confusable"
+    ONE_EDIT = "one_edit"
+
+
+class ListSource(StrEnum):
+    """Who asked for a watchlist entry."""
+
+    CUSTOMS = "customs"
+    PARTNER = "partner"
+    POLICE = "police"
+
+
+class WatchlistEntry(BaseModel):
+    """A plate officers want to know about, with the rules of when it counts.
+
+    `plate` is stored normalised (`anpr.plates.normalise`): typed in Cyrillic or with spaces and
+    dashes, it becomes the A-Z0-9 spelling every event uses. Empty `lanes` / `directions` mean all.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = 1
+    entry_id: str = Field(min_length=1, max_length=64)
+    plate: str = Field(min_length=2, max_length=16, pattern=r"^[A-Z0-9]+$")
+    mode: MatchMode = MatchMode.CONFUSABLE
+    reason: str = Field(default="", max_length=500)
+    severity: Severity = Severity.CHECK
+    valid_from: UtcDatetime | None = None
+    valid_until: UtcDatetime | None = None
+    lanes: list[str] = Field(default_factory=list)
+    directions: list[Direction] = Field(default_factory=list)
+    source: ListSource = ListSource.CUSTOMS
+    added_by: str = Field(min_length=1, max_length=64)
+    added_at: UtcDatetime = Field(default_factory=utc_now)
+
+    @field_validator("plate", mode="before")
+    @classmethod
+    def _normalised(cls, value: object) -> object:
+        return normalise(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _valid_window(self) -> WatchlistEntry:
+        if self.valid_from and self.valid_until and self.valid_until <= self.valid_from:
+            raise ValueError("valid_until must be after valid_from")
+        return self
+
+    def applies(self, at: datetime, lane: str, direction: Direction) -> bool:
+        """Whether the entry is in force for a pass at this time, in this lane and direction."""
+        if self.valid_from is not None and at < self.valid_from:
+            return False
+        if self.valid_until is not None and at >= self.valid_until:
+            return False
+        if self.lanes and lane not in self.lanes:
+            return False
+        return not self.directions or direction in self.directions
+
+
+class Hit(BaseModel):
+    """A plate event that matched a watchlist entry: raised once per event and entry.
+
+    It carries both whole, as they were when it was raised, so an officer (or a webhook receiver)
+    sees what matched what without another lookup, even after the entry has been edited or removed.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = 1
+    hit_id: str
+    matched_as: MatchMode = Field(description="how the read matched: exact, confusable or one_edit")
+    raised_at: UtcDatetime
+    event: PlateEvent
+    entry: WatchlistEntry
+
+    @staticmethod
+    def make_id(event_id: str, entry_id: str) -> str:
+        """Same event and entry, same id: a re-delivered event raises nothing new."""
+        return hashlib.sha256(f"{event_id}|{entry_id}".encode()).hexdigest()[:24]

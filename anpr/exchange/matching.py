@@ -30,13 +30,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import redis
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
 from anpr.config import AnprConfig, MatchingConfig
 from anpr.exchange.envelope import Envelope
 from anpr.keys import Keys
 from anpr.plates import confusable_key, normalise, similar
-from anpr.schema import Direction, PlateEvent, UtcDatetime
+from anpr.schema import CrossingAlert, CrossingMatch, Direction, PlateEvent
 
 log = logging.getLogger(__name__)
 
@@ -55,39 +55,6 @@ def plate_similarity(a: str, b: str, confusable: bool) -> Literal["exact", "conf
     if normalise(a) == normalise(b):
         return "exact"
     return "confusable" if confusable and similar(a, b, max_confusable=1) else None
-
-
-class _Output(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    schema_version: Literal[1] = 1
-
-
-class CrossingMatch(_Output):
-    """The partner's exit and our entry of one vehicle."""
-
-    match_id: str
-    exact: bool
-    exit_event_id: str
-    entry_event_id: str
-    exit_plate: str
-    entry_plate: str
-    exit_site: str
-    entry_site: str
-    exited_at: UtcDatetime
-    entered_at: UtcDatetime
-    transit_s: float
-
-
-class CrossingAlert(_Output):
-    alert_id: str
-    kind: Literal["exited_not_entered", "entered_without_exit"]
-    event_id: str
-    plate: str
-    site: str
-    seen_at: UtcDatetime
-    raised_at: UtcDatetime
-    detail: str
 
 
 @dataclass(slots=True)

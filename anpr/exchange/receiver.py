@@ -34,9 +34,9 @@ from starlette.routing import Route
 
 from anpr.config import AnprConfig, ReceiverConfig
 from anpr.exchange.envelope import Envelope, Rejected, Signature, SignedMessage, Verifier
-from anpr.exchange.publisher import stream_entries
 from anpr.keys import Keys
 from anpr.redis_client import connect
+from anpr.streams import stream_entries
 
 log = logging.getLogger(__name__)
 

@@ -20,21 +20,10 @@ import redis
 from anpr.config import PublisherConfig, RedisConfig
 from anpr.exchange.envelope import SignedMessage
 from anpr.redis_client import connect
+from anpr.streams import PermanentError, TransientError
 
 # 408 and 425 say "try again" even though they are 4xx.
 _TRANSIENT_4XX = {408, 425, 429}
-
-
-class TransientError(Exception):
-    """Delivery failed but may succeed later; `retry_after` is the partner's wish in seconds, if any."""
-
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        self.retry_after = retry_after
-
-
-class PermanentError(Exception):
-    """The partner refused the messages; sending them again unchanged cannot succeed."""
 
 
 class Transport(Protocol):
