@@ -14,6 +14,7 @@ from rich.table import Table
 
 from anpr.config import AnprConfig, ConfigError, PlatesConfig, load_config
 from anpr.exchange.cli import register as register_exchange
+from anpr.history_cli import register as register_history
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Licence-plate recognition for border lanes.")
 models_app = typer.Typer(no_args_is_help=True, help="Model files: export, verify.")
@@ -268,8 +269,9 @@ def run(config: ConfigOpt = None) -> None:
         raise typer.Exit(2) from None
 
 
-events_app = typer.Typer(no_args_is_help=True, help="The plate events stream.")
+events_app = typer.Typer(no_args_is_help=True, help="Plate events: the live stream, and the stored history.")
 app.add_typer(events_app, name="events")
+register_history(app, events_app)
 
 
 @events_app.command("tail")

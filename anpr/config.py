@@ -617,8 +617,12 @@ class StoreConfig(Strict):
 class ArchiveConfig(ConsumerConfig):
     """`anpr archive`: events and crossing alerts from their streams into the store."""
 
-    group: str = Field(default="archive", min_length=1, description="consumer group on the events and alerts streams")
+    group: str = Field(
+        default="archive", min_length=1, description="prefix of its consumer groups (on events, alerts and hits)"
+    )
     backoff_max_s: float = Field(default=5.0, gt=0, le=3600, description="retry delays double up to this")
+    metrics_host: str = Field(default="127.0.0.1", description="listen address of /metrics")
+    metrics_port: int = Field(default=9812, ge=0, le=65535, description="Prometheus /metrics port; 0: none")
 
 
 class HitsConfig(ConsumerConfig):

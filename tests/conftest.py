@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from support import fast_client
+from support import fast_client, pg_database
 
 from anpr.keys import Keys
 
@@ -26,3 +26,22 @@ def keys(client: redis.Redis) -> Iterator[Keys]:
     yield k
     for key in client.scan_iter(f"{k.prefix}:*"):
         client.delete(key)
+
+
+@pytest.fixture
+def redis_prefix(client: redis.Redis) -> Iterator[str]:
+    """A fresh key prefix on the shared Redis (for processes configured by URL); deleted afterwards."""
+    prefix = f"test-{uuid.uuid4().hex[:10]}"
+    yield prefix
+    for key in client.scan_iter(f"{prefix}:*"):
+        client.delete(key)
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def store_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """The store on a fresh database of the shared PostgreSQL, or None: the embedded SQLite default."""
+    if request.param == "sqlite":
+        yield None
+        return
+    with pg_database() as url:
+        yield url

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
+import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -102,3 +108,69 @@ class RedisServer:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGCONT)
         self.kill()
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------------
+
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+@contextlib.contextmanager
+def pg_database(admin_url: str = PG_ADMIN_URL) -> Iterator[str]:
+    """A fresh database on a PostgreSQL server, dropped afterwards; yields its SQLAlchemy URL."""
+    import psycopg
+
+    name = f"anpr_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    host = admin_url.split("@", 1)[1].rsplit("/", 1)[0]
+    try:
+        yield f"postgresql+psycopg://postgres@{host}/{name}"
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class PostgresServer:
+    """Our own PostgreSQL (initdb in a temp dir, fsync off) to stop and start: the shared one is not ours to stop.
+
+    PostgreSQL refuses to run as root, so as root it runs as the `postgres` user.
+    """
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="anpr-pg-"))
+        self.data = self.dir / "data"
+        self._as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self._as:
+            shutil.chown(self.dir, "postgres", "postgres")
+        subprocess.run(
+            [*self._as, str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync"],
+            check=True,
+            capture_output=True,
+        )
+
+    @property
+    def admin_url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        subprocess.run(
+            [*self._as, str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-o", opts, "-l", str(self.dir / "log"), "-w",
+             "start"],
+            check=True,
+            capture_output=True,
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        subprocess.run(
+            [*self._as, str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"],
+            check=False,
+            capture_output=True,
+        )
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)

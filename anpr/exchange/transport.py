@@ -11,7 +11,7 @@ from __future__ import annotations
 import email.utils
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 import httpx
@@ -52,6 +52,28 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
+def check_response(resp: httpx.Response) -> None:
+    """Return on 2xx; otherwise say whether the same request may succeed later (5xx, 408/425/429) or not."""
+    if resp.is_success:
+        return
+    reason = f"HTTP {resp.status_code}: {resp.text[:300]}"
+    if resp.status_code >= 500 or resp.status_code in _TRANSIENT_4XX:
+        raise TransientError(reason, parse_retry_after(resp.headers.get("retry-after"), time.time()))
+    raise PermanentError(reason)
+
+
+def post(client: httpx.Client, url: str, content: bytes, headers: Mapping[str, str]) -> httpx.Response:
+    """One POST, its failure classified: network faults and timeouts may pass, a refusal may not."""
+    try:
+        resp = client.post(url, content=content, headers=dict(headers))
+    except httpx.TimeoutException as exc:
+        raise TransientError(f"timeout: {exc!r}") from None
+    except httpx.RequestError as exc:  # connection, protocol, decoding: the request may be retried
+        raise TransientError(f"network: {exc!r}") from None
+    check_response(resp)
+    return resp
+
+
 class HttpTransport:
     """POSTs a batch to the partner's receiver over one keep-alive connection."""
 
@@ -63,20 +85,7 @@ class HttpTransport:
         self._client = httpx.Client(timeout=cfg.request_timeout_s, verify=verify)
 
     def send(self, messages: Sequence[SignedMessage]) -> None:
-        try:
-            resp = self._client.post(
-                self._url, content=encode_batch(messages), headers={"content-type": "application/json"}
-            )
-        except httpx.TimeoutException as exc:
-            raise TransientError(f"timeout: {exc!r}") from None
-        except httpx.RequestError as exc:  # connection, protocol, decoding: the request may be retried
-            raise TransientError(f"network: {exc!r}") from None
-        if resp.is_success:
-            return
-        reason = f"HTTP {resp.status_code}: {resp.text[:300]}"
-        if resp.status_code >= 500 or resp.status_code in _TRANSIENT_4XX:
-            raise TransientError(reason, parse_retry_after(resp.headers.get("retry-after"), time.time()))
-        raise PermanentError(reason)
+        post(self._client, self._url, encode_batch(messages), {"content-type": "application/json"})
 
     def close(self) -> None:
         self._client.close()

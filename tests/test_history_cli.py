@@ -1,0 +1,104 @@
+"""End to end: a watchlist, a replayed clip, and the archive, hits matcher and notifiers as the processes users run.
+
+Real Redis, real PostgreSQL (and the embedded SQLite default), real Mosquitto, a real HTTP webhook
+receiver. The watchlist holds one plate of the clip typed in Cyrillic and one plate a confusable
+(O for 0) off another plate of the clip: each must be hit once, in `anpr hits list`, on MQTT and
+at the webhook.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from history_support import Consumers, MqttInbox, WebhookInbox, anpr, history_config
+
+from anpr.config import REPO_ROOT
+
+CLIP = REPO_ROOT / "sample_videos" / "lane_day.mp4"
+TRUTH = json.loads((REPO_ROOT / "sample_videos" / "lane_day.json").read_text())
+PLATES = {e["plate"] for e in TRUTH["events"]}
+
+pytestmark = pytest.mark.slow
+
+
+def test_replay_raises_each_watchlist_hit_once_in_the_store_on_mqtt_and_at_the_webhook(
+    store_url: str | None, tmp_path: Path, redis_prefix: str
+) -> None:
+    assert {"BH2741KX", "AI6093BC"} <= PLATES
+    webhook = WebhookInbox()
+    mqtt = MqttInbox(f"test-{redis_prefix}")
+    cfg_path = history_config(tmp_path, redis_prefix, store_url, mqtt_prefix=mqtt.prefix, webhook=webhook)
+    watchlist = tmp_path / "watchlist.csv"
+    watchlist.write_text(
+        "plate,mode,severity,reason\n"
+        "ВН 2741 КХ,exact,stop,typed in Cyrillic\n"  # BH2741KX in Cyrillic letters
+        "AI6O93BC,confusable,check,letter O where the plate has a zero\n",
+        encoding="utf-8",
+    )
+    done = anpr("watchlist", "import", str(watchlist), "--by", "officer-1", config=cfg_path)
+    assert done.returncode == 0, done.stderr
+    with Consumers(cfg_path) as consumers:
+        replay = anpr("replay", "--json", str(CLIP), config=cfg_path, timeout=300)
+        assert replay.returncode == 0, replay.stderr
+        events = [json.loads(line) for line in replay.stdout.splitlines() if line.startswith("{")]
+        assert {e["plate"] for e in events} == PLATES
+
+        hits = _wait(lambda: _hits(cfg_path), 2)
+        assert sorted((h["event"]["plate"], h["entry"]["plate"], h["matched_as"]) for h in hits) == [
+            ("AI6093BC", "AI6O93BC", "confusable"),
+            ("BH2741KX", "BH2741KX", "exact"),
+        ]
+        mqtt_hits = _wait(lambda: mqtt.messages("hits"), 2)
+        web_hits = _wait(lambda: webhook.messages("hits"), 2)
+        time.sleep(1.5)  # anything raised twice would show by now
+        assert sorted(m["hit_id"] for m in mqtt.messages("hits")) == sorted(h["hit_id"] for h in hits)
+        assert sorted(m["hit_id"] for m in webhook.messages("hits")) == sorted(h["hit_id"] for h in hits)
+        assert len(_hits(cfg_path)) == 2
+        assert all(m["schema_version"] == 1 for m in mqtt_hits + web_hits)
+        assert webhook.bad_signatures == 0
+
+        stored = _wait(lambda: _search(cfg_path), len(events))
+        assert sorted(e["event_id"] for e in stored) == sorted(e["event_id"] for e in events)
+        for e in events:
+            found = _search(cfg_path, e["plate"])
+            assert [f["event_id"] for f in found] == [e["event_id"]]
+        fuzzy = _search(cfg_path, "AI6O93BC", "--fuzzy")
+        assert [f["plate"] for f in fuzzy] == ["AI6093BC"]
+        assert consumers.alive()
+
+    out = tmp_path / "events.csv"
+    export = anpr("events", "export", "--format", "csv", "--output", str(out), config=cfg_path)
+    assert export.returncode == 0, export.stderr
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert sorted(r["event_id"] for r in rows) == sorted(e["event_id"] for e in events)
+    assert all(r["plate_image"].startswith("crops/") for r in rows)
+    data_dir = tmp_path / "store"
+    assert all((data_dir / r["plate_image"]).is_file() for r in rows)
+    mqtt.close()
+    webhook.close()
+
+
+def _hits(cfg: Path) -> list[dict[str, Any]]:
+    done = anpr("hits", "list", "--json", config=cfg)
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def _search(cfg: Path, *args: str) -> list[dict[str, Any]]:
+    done = anpr("events", "search", "--json", *args, config=cfg)
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def _wait(get: Any, n: int, timeout: float = 30.0) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        got: list[dict[str, Any]] = get()
+        if len(got) >= n or time.monotonic() > deadline:
+            return got
+        time.sleep(0.3)
