@@ -79,15 +79,20 @@ def opened(cfg: AnprConfig) -> Iterator[Store]:
     try:
         store = Store.from_config(cfg.store)
     except StoreUnavailable as exc:
-        typer.echo(f"error: store unavailable ({cfg.store.sqlalchemy_url.split('@')[-1]}): {exc}", err=True)
+        typer.echo(f"error: store unavailable ({cfg.store.sqlalchemy_url.split('@')[-1]}): {_line(exc)}", err=True)
         raise typer.Exit(1) from None
     try:
         yield store
     except StoreUnavailable as exc:
-        typer.echo(f"error: store unavailable: {exc}", err=True)
+        typer.echo(f"error: store unavailable: {_line(exc)}", err=True)
         raise typer.Exit(1) from None
     finally:
         store.close()
+
+
+def _line(exc: Exception) -> str:
+    """A driver's message on one line (psycopg adds hints on the next)."""
+    return " ".join(str(exc).split())
 
 
 def _stop_on_signals() -> threading.Event:

@@ -24,7 +24,9 @@ import contextlib
 import hashlib
 import os
 import re
+import sqlite3
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -284,8 +286,18 @@ def _sqlite_setup(engine: Engine) -> None:
     def _connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        # Switching a new file to WAL (it stays WAL) fails at once, without the busy wait, while another
+        # process holds a lock on it: as when several services start together.
+        deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+        while True:
+            try:
+                cursor.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
         cursor.close()
 
     @sa.event.listens_for(engine, "begin")
@@ -312,7 +324,6 @@ class Store:
 
     @classmethod
     def from_config(cls, cfg: StoreConfig, migrate: bool = True) -> Store:
-        cfg.data_dir.mkdir(parents=True, exist_ok=True)
         store = cls(make_engine(cfg.sqlalchemy_url), cfg.data_dir)
         if migrate:
             try:
@@ -491,16 +502,32 @@ class Store:
             where.append(c.country == q.country.upper())
         return where
 
+    def _events_query(
+        self, q: EventQuery, limit: int | None, after: tuple[datetime, str] | None = None
+    ) -> sa.Select[Any]:
+        """Matching events newest first (best_seen, then event_id), from just after `after` if given.
+
+        With a plate, the matches are fetched first (a MATERIALIZED CTE, honoured by PostgreSQL and
+        SQLite alike) and sorted afterwards. Without that fence PostgreSQL, expecting thousands of
+        rows from hundreds of keys, walks the best_seen index backwards for the LIMIT's newest ones:
+        ~0.9 s over 5 million events for a plate with a handful of passes, against ~5 ms.
+        """
+        where = self._event_filters(q)
+        if after is not None:
+            seen, event_id = after
+            where += [events.c.best_seen <= seen, sa.or_(events.c.best_seen < seen, events.c.event_id < event_id)]
+        source: sa.FromClause = events
+        if q.plate is not None:
+            source = sa.select(events).where(*where).cte("matches").prefix_with("MATERIALIZED")
+            where = []
+        return (
+            sa.select(source).where(*where).order_by(source.c.best_seen.desc(), source.c.event_id.desc()).limit(limit)
+        )
+
     def search_events(self, q: EventQuery) -> list[PlateEvent]:
         """Matching events, newest best_seen first, at most `q.limit`."""
-        stmt = (
-            sa.select(events)
-            .where(*self._event_filters(q))
-            .order_by(events.c.best_seen.desc(), events.c.event_id.desc())
-            .limit(q.limit)
-        )
         with _available(), self._engine.connect() as conn:
-            return [self._event(row) for row in conn.execute(stmt)]
+            return [self._event(row) for row in conn.execute(self._events_query(q, q.limit))]
 
     def iter_events(self, q: EventQuery, chunk: int = 1000) -> Iterator[PlateEvent]:
         """Every match (`q.limit` is ignored), newest first, read `chunk` rows at a time.
@@ -510,19 +537,10 @@ class Store:
         """
         if chunk < 1:
             raise ValueError("chunk must be at least 1")
-        where = self._event_filters(q)
         after: tuple[datetime, str] | None = None
         while True:
-            stmt = sa.select(events).where(*where)
-            if after is not None:
-                seen, event_id = after
-                stmt = stmt.where(
-                    events.c.best_seen <= seen,
-                    sa.or_(events.c.best_seen < seen, events.c.event_id < event_id),
-                )
-            stmt = stmt.order_by(events.c.best_seen.desc(), events.c.event_id.desc()).limit(chunk)
             with _available(), self._engine.connect() as conn:
-                rows = conn.execute(stmt).all()
+                rows = conn.execute(self._events_query(q, chunk, after)).all()
             for row in rows:
                 yield self._event(row)
             if len(rows) < chunk:

@@ -53,6 +53,7 @@ def history_config(
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """The dev config on the shared Redis under `prefix`, a store at `store_url` (None: SQLite in tmp)."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     cfg: dict[str, Any] = yaml.safe_load((REPO_ROOT / "configs" / "dev.yaml").read_text())
     fast = {"block_ms": 100, "backoff_base_s": 0.05, "backoff_max_s": 0.5, "claim_idle_s": 2.0}
     cfg.update(

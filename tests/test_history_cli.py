@@ -102,3 +102,90 @@ def _wait(get: Any, n: int, timeout: float = 30.0) -> list[dict[str, Any]]:
         if len(got) >= n or time.monotonic() > deadline:
             return got
         time.sleep(0.3)
+
+
+def test_malformed_watchlist_csv_names_each_bad_line_and_field_and_changes_nothing(
+    store_url: str | None, tmp_path: Path, redis_prefix: str
+) -> None:
+    cfg = history_config(tmp_path, redis_prefix, store_url)  # dev.yaml: cameras watch lane1 only
+    good = tmp_path / "good.csv"
+    good.write_text("plate,reason\nAA1234BB,listed before\n", encoding="utf-8")
+    assert anpr("watchlist", "import", str(good), config=cfg).returncode == 0
+    before = anpr("watchlist", "list", "--json", config=cfg).stdout
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text(
+        "plate,valid_until,lanes\n"
+        "BC5678AB,2027-01-01,lane1\n"  # fine, but must not be imported with the others
+        "AA 12Ж4 BB,,\n"  # line 3: a Cyrillic letter with no Latin twin
+        "AA1234BC,31/12/2026,\n"  # line 4: not an ISO date
+        "AA1234BE,,lane9\n",  # line 5: no such lane
+        encoding="utf-8",
+    )
+    done = anpr("watchlist", "import", str(bad), config=cfg)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert "3 bad rows, nothing imported" in lines[0]
+    assert "line 3: plate" in lines[1] and "Ж" in lines[1]
+    assert "line 4: valid_until" in lines[2]
+    assert "line 5: lanes" in lines[3] and "lane9" in lines[3]
+    assert anpr("watchlist", "list", "--json", config=cfg).stdout == before
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("events", "search", "AA1234BB", "--since", "yesterday"), "--since 'yesterday' is not a date"),
+        (("events", "search", "--fuzzy"), "--fuzzy needs a PLATE"),
+        (("events", "search", "AA1234BB", "--country", "UKR"), "not a two-letter ISO code"),
+        (("watchlist", "add", "AA1234BB", "--severity", "urgent"), "severity"),
+        (("hits", "ack", "no-such-hit"), "no unacknowledged hit"),
+    ],
+)
+def test_bad_input_is_one_line_naming_it_and_exit_2(
+    args: tuple[str, ...], message: str, tmp_path: Path, redis_prefix: str
+) -> None:
+    cfg = history_config(tmp_path, redis_prefix, None)
+    done = anpr(*args, config=cfg)
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1 and message in done.stderr, done.stderr
+
+
+def test_unreachable_database_is_one_line_and_exit_1(tmp_path: Path, redis_prefix: str) -> None:
+    cfg = history_config(tmp_path, redis_prefix, "postgresql+psycopg://postgres@127.0.0.1:1/anpr")
+    done = anpr("hits", "list", config=cfg)
+    assert done.returncode == 1
+    assert len(done.stderr.strip().splitlines()) == 1 and "store unavailable" in done.stderr, done.stderr
+
+
+def test_watchlist_add_list_export_remove_round_trip(tmp_path: Path, redis_prefix: str) -> None:
+    cfg = history_config(tmp_path, redis_prefix, None)
+    added = anpr(
+        "watchlist", "add", "ВН 2741 КХ", "--mode", "one_edit", "--severity", "stop", "--reason", "stolen",
+        "--lane", "lane1", "--direction", "exit", "--valid-until", "2030-01-01", "--by", "officer-7", config=cfg,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    entry_id = added.stdout.strip()
+    (entry,) = [json.loads(line) for line in anpr("watchlist", "list", "--json", config=cfg).stdout.splitlines()]
+    assert (entry["entry_id"], entry["plate"], entry["mode"], entry["severity"]) == (
+        entry_id,
+        "BH2741KX",
+        "one_edit",
+        "stop",
+    )
+    assert (entry["lanes"], entry["directions"], entry["added_by"]) == (["lane1"], ["exit"], "officer-7")
+
+    exported = tmp_path / "list.csv"
+    assert anpr("watchlist", "export", str(exported), config=cfg).returncode == 0
+    other = history_config(tmp_path / "other", redis_prefix, None)
+    assert anpr("watchlist", "import", str(exported), config=other).returncode == 0
+    (copy,) = [json.loads(line) for line in anpr("watchlist", "list", "--json", config=other).stdout.splitlines()]
+    assert {k: v for k, v in copy.items() if k not in ("added_by", "added_at")} == {
+        k: v for k, v in entry.items() if k not in ("added_by", "added_at")
+    }
+
+    assert anpr("watchlist", "remove", entry_id, "--by", "officer-8", config=cfg).returncode == 0
+    assert anpr("watchlist", "list", "--json", config=cfg).stdout == ""
+    assert entry_id in anpr("watchlist", "list", "--all", "--json", config=cfg).stdout
+    again = anpr("watchlist", "remove", entry_id, config=cfg)
+    assert again.returncode == 2 and "no active watchlist entry" in again.stderr
