@@ -679,6 +679,35 @@ class NotifyConfig(ConsumerConfig):
     webhooks: list[WebhookConfig] = Field(default_factory=list)
 
 
+class ConsoleConfig(Strict):
+    """`anpr console`: the officers' web console (anpr/console)."""
+
+    host: str = Field(default="127.0.0.1", description="listen address; 0.0.0.0 to serve the booths' network")
+    port: int = Field(default=8080, ge=1, le=65535)
+    tls_certfile: Path | None = Field(default=None, description="serve HTTPS with this certificate chain")
+    tls_keyfile: Path | None = Field(default=None, description="private key of tls_certfile")
+    secure_cookies: bool = Field(
+        default=True, description="session cookies only over HTTPS (browsers also allow them on http://localhost)"
+    )
+    idle_timeout_s: int = Field(default=900, ge=60, le=86400, description="a session unused this long ends")
+    max_login_failures: int = Field(
+        default=5, ge=1, le=100, description="bad passwords per user within failure_window_s; the next login is refused"
+    )
+    failure_window_s: int = Field(default=900, ge=60, le=86400, description="window of max_login_failures")
+    default_language: Literal["uk", "ro", "en"] = Field(default="uk", description="until a user picks one")
+    page_size: int = Field(default=50, ge=10, le=1000, description="search results per page")
+    lane_history: int = Field(default=10, ge=1, le=100, description="latest passes shown per lane")
+    health_url: str = Field(
+        default="http://127.0.0.1:9811/health", description="`anpr run`'s /health, for the System page"
+    )
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ConsoleConfig:
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ValueError("console.tls_certfile and console.tls_keyfile go together")
+        return self
+
+
 class ReceiverConfig(Strict):
     """The reference partner receiver (anpr/exchange/receiver.py)."""
 
@@ -867,6 +896,7 @@ class AnprConfig(BaseSettings):
     archive: ArchiveConfig = Field(default_factory=ArchiveConfig)
     hits: HitsConfig = Field(default_factory=HitsConfig)
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
     site: SiteConfig = Field(default_factory=SiteConfig)
     cameras: list[CameraConfig] = Field(default_factory=list, description="the lane cameras of this site")
     tracker: TrackerConfig = Field(default_factory=TrackerConfig)

@@ -44,6 +44,11 @@ class Keys:
         """Marker that a hit was written to the hits stream, so a re-delivered event raises nothing new."""
         return f"{self.prefix}:hits:emitted:{hit_id}"
 
+    @property
+    def console_acks(self) -> str:
+        """Stream of hit acknowledgements made in the console, so every open console shows them at once."""
+        return f"{self.prefix}:console:acks"
+
     def dead_letters(self, group: str) -> str:
         """Entries a consumer group gave up on, with the reason and the original fields (never retried by itself)."""
         return f"{self.prefix}:dead:{group}"
