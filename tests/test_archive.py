@@ -15,7 +15,7 @@ from support import PostgresServer, make_event, pg_database
 from anpr.config import StoreConfig
 from anpr.keys import Keys
 from anpr.schema import PlateEvent
-from anpr.store import EventQuery, Store
+from anpr.store import EventQuery, EventRecord, Store
 
 pytestmark = pytest.mark.slow
 
@@ -117,3 +117,32 @@ def _outage(tmp_path: Path, prefix: str, url: str, server: PostgresServer) -> No
     assert "store unavailable" in consumers.log("archive")
     store.close()
     r.close()
+
+
+def test_retention_job_deletes_old_records_and_counts_them_in_its_metrics(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from prometheus_client import REGISTRY
+
+    from anpr.archive import enforce_retention
+    from anpr.config import AnprConfig
+
+    cfg = AnprConfig(store={"data_dir": tmp_path / "store", "retention": {"events_days": 30, "crops_days": 7}})
+    store = Store.from_config(cfg.store)
+    now = datetime.now(UTC)
+    old, recent = make_event(1, first_seen=now - timedelta(days=40)), make_event(2, first_seen=now - timedelta(days=10))
+    store.save_events([EventRecord(old, JPEG + b"1"), EventRecord(recent, JPEG + b"2")])
+
+    def deleted(kind: str) -> float:
+        return REGISTRY.get_sample_value("anpr_retention_deleted_total", {"kind": kind}) or 0.0
+
+    before = {k: deleted(k) for k in ("events", "crops")}
+    counts = enforce_retention(store, cfg)
+    assert (counts["events"], counts["crops"]) == (1, 2)
+    assert {k: deleted(k) - before[k] for k in before} == {"events": 1.0, "crops": 2.0}
+    assert REGISTRY.get_sample_value("anpr_retention_last_run_timestamp_seconds") == pytest.approx(
+        now.timestamp(), abs=60
+    )
+    kept = store.get_event(recent.event_id)
+    assert store.get_event(old.event_id) is None and kept is not None and kept.plate_image is None
+    store.close()
