@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from anpr.config import AnprConfig, ConfigError, PlatesConfig, load_config
+from anpr.console.cli import register as register_console
 from anpr.exchange.cli import register as register_exchange
 from anpr.history_cli import register as register_history
 
@@ -20,6 +21,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help="Licence-plat
 models_app = typer.Typer(no_args_is_help=True, help="Model files: export, verify.")
 app.add_typer(models_app, name="models")
 register_exchange(app)
+register_console(app)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (configs/*.yaml)")]
 Backend = Literal["torch", "openvino"]

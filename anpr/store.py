@@ -190,9 +190,69 @@ hits = sa.Table(
     sa.Column("acked_at", UtcDateTime(), nullable=True),
     sa.Column("acked_by", sa.String(64), nullable=True),
     sa.Column("ack_note", sa.Text(), nullable=True),
+    sa.Column("disposition", sa.String(16), nullable=True),
     sa.Index("ix_hits_event_id", "event_id"),
     sa.Index("ix_hits_seen_at", "seen_at"),
     sa.Index("ix_hits_raised_at", "raised_at"),
+)
+
+# What an officer found when acting on a hit.
+DISPOSITIONS = ("checked", "stopped", "false_match")
+
+# -- the officer console (anpr/console) ---------------------------------------------------------
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("password_hash", sa.String(255), nullable=False),
+    sa.Column("disabled", sa.Boolean(), nullable=False),
+    sa.Column("language", sa.String(8), nullable=True),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+)
+
+console_sessions = sa.Table(
+    "console_sessions",
+    metadata,
+    # The cookie holds the raw token; a copy of this table lets nobody log in.
+    sa.Column("token_sha256", sa.String(64), primary_key=True),
+    sa.Column("user_name", sa.String(64), nullable=False),
+    sa.Column("csrf", sa.String(64), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("last_seen", UtcDateTime(), nullable=False),
+    sa.Column("ip", sa.String(64), nullable=False),
+    sa.Index("ix_console_sessions_user_name", "user_name"),
+)
+
+login_failures = sa.Table(
+    "login_failures",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("user_name", sa.String(64), nullable=False),
+    sa.Column("at", UtcDateTime(), nullable=False),
+    sa.Column("ip", sa.String(64), nullable=False),
+    sa.Index("ix_login_failures_user_name", "user_name"),
+    sa.Index("ix_login_failures_at", "at"),
+)
+
+# SQLite numbers rows by itself only for a column declared exactly INTEGER PRIMARY KEY.
+_AUDIT_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", _AUDIT_ID, primary_key=True, autoincrement=True),
+    sa.Column("at", UtcDateTime(), nullable=False),
+    sa.Column("actor", sa.String(64), nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("target", sa.String(200), nullable=False),
+    sa.Column("detail", sa.Text(), nullable=False),
+    sa.Column("ip", sa.String(64), nullable=False),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.Index("ix_audit_log_actor", "actor", "id"),
+    sa.Index("ix_audit_log_action", "action", "id"),
 )
 
 
@@ -225,6 +285,7 @@ class StoredHit:
     acked_at: datetime | None
     acked_by: str | None
     ack_note: str | None
+    disposition: str | None = None
 
 
 @dataclass(frozen=True)
@@ -373,30 +434,49 @@ class Store:
     def _crop_ref(self, sha: str | None) -> str | None:
         return None if sha is None else f"{CROPS_DIR}/{sha[:2]}/{sha}.jpg"
 
-    def _write_crop(self, jpeg: bytes) -> str:
-        """Store a JPEG under its SHA-256 (once: an existing file is kept) and return the hash."""
-        sha = hashlib.sha256(jpeg).hexdigest()
-        path = self.crop_path(sha)
-        if path.exists():
-            return sha
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{sha[:16]}.", suffix=".tmp")
+    def _write_crops(self, jpegs: dict[str, bytes]) -> None:
+        """Store JPEGs under their SHA-256 (once: an existing file is kept), durably, before any row names them.
+
+        All files are written first and flushed after: the first fsync commits the filesystem journal
+        for the whole batch and the rest find their data on disk, one journal commit per batch instead
+        of one per crop (about 5x faster here). Then the renames, and one fsync per directory for them.
+        """
+        pending: list[tuple[str, Path]] = []
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(jpeg)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            for sha, jpeg in jpegs.items():
+                path = self.crop_path(sha)
+                if path.exists():
+                    continue
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{sha[:16]}.", suffix=".tmp")
+                pending.append((tmp, path))
+                with os.fdopen(fd, "wb") as f:
+                    f.write(jpeg)
+            for tmp, _ in pending:
+                fd = os.open(tmp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            for tmp, path in pending:
+                os.replace(tmp, path)
         except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+            for tmp, _ in pending:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
             raise
-        return sha
+        for folder in {path.parent for _, path in pending}:
+            fd = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def save_events(self, records: Sequence[EventRecord]) -> int:
         """Store events not stored yet (by event_id) with their crops; returns how many were new."""
         rows: dict[str, dict[str, Any]] = {}
         crop_rows: dict[str, dict[str, Any]] = {}
+        jpegs: dict[str, bytes] = {}
         now = utc_now()
         for record in records:
             ev = record.event
@@ -407,7 +487,8 @@ class Store:
                 if jpeg is None:
                     shas.append(None)
                     continue
-                sha = self._write_crop(jpeg)
+                sha = hashlib.sha256(jpeg).hexdigest()
+                jpegs[sha] = jpeg
                 shas.append(sha)
                 known = crop_rows.get(sha)
                 if known is None or known["created_at"] < ev.best_seen:
@@ -435,6 +516,7 @@ class Store:
             }
         if not rows:
             return 0
+        self._write_crops(jpegs)
         with _available(), self._engine.begin() as conn:
             if crop_rows:
                 ins = self._insert(crops)
@@ -742,7 +824,7 @@ class Store:
     def list_hits(self, unacked: bool = False, since: datetime | None = None, limit: int = 100) -> list[StoredHit]:
         """Newest raised first; `since`: raised at or after."""
         c = hits.c
-        stmt = sa.select(c.payload, c.acked_at, c.acked_by, c.ack_note)
+        stmt = sa.select(c.payload, c.acked_at, c.acked_by, c.ack_note, c.disposition)
         if unacked:
             stmt = stmt.where(c.acked_at.is_(None))
         if since is not None:
@@ -751,16 +833,27 @@ class Store:
         with _available(), self._engine.connect() as conn:
             rows = conn.execute(stmt).all()
         return [
-            StoredHit(hit=Hit.model_validate(r.payload), acked_at=r.acked_at, acked_by=r.acked_by, ack_note=r.ack_note)
+            StoredHit(
+                hit=Hit.model_validate(r.payload),
+                acked_at=r.acked_at,
+                acked_by=r.acked_by,
+                ack_note=r.ack_note,
+                disposition=r.disposition,
+            )
             for r in rows
         ]
 
-    def ack_hit(self, hit_id: str, by: str, note: str = "") -> bool:
-        """False if the hit is unknown or already acknowledged (the first acknowledgement stands)."""
+    def ack_hit(self, hit_id: str, by: str, note: str = "", disposition: str | None = None) -> bool:
+        """False if the hit is unknown or already acknowledged (the first acknowledgement stands).
+
+        `disposition`: what the officer found, one of DISPOSITIONS (ValueError otherwise).
+        """
+        if disposition is not None and disposition not in DISPOSITIONS:
+            raise ValueError(f"disposition {disposition!r} is not one of {', '.join(DISPOSITIONS)}")
         stmt = (
             sa.update(hits)
             .where(hits.c.hit_id == hit_id, hits.c.acked_at.is_(None))
-            .values(acked_at=utc_now(), acked_by=by, ack_note=note)
+            .values(acked_at=utc_now(), acked_by=by, ack_note=note, disposition=disposition)
         )
         with _available(), self._engine.begin() as conn:
             return conn.execute(stmt).rowcount == 1
