@@ -21,6 +21,8 @@ hundred index probes instead of a scan of millions of rows, the same SQL on both
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import hashlib
 import os
 import re
@@ -58,6 +60,18 @@ _IMMEDIATE = "anpr_sqlite_immediate"
 # Bound parameters per IN list: well under SQLite's limit of 32766 per statement.
 _IN_CHUNK = 1000
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _find_syncfs() -> Any:
+    """Linux's syncfs(2): flush one filesystem, not every mounted one (os.sync) nor file by file."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        return libc.syncfs
+    except (OSError, AttributeError, TypeError):
+        return None
+
+
+_syncfs = _find_syncfs()
 
 
 class StoreUnavailable(Exception):
@@ -437,38 +451,42 @@ class Store:
     def _write_crops(self, jpegs: dict[str, bytes]) -> None:
         """Store JPEGs under their SHA-256 (once: an existing file is kept), durably, before any row names them.
 
-        All files are written first and flushed after: the first fsync commits the filesystem journal
-        for the whole batch and the rest find their data on disk, one journal commit per batch instead
-        of one per crop (about 5x faster here). Then the renames, and one fsync per directory for them.
+        Each file is written under a temporary name and renamed into place; then one `syncfs` makes the
+        whole batch (data and renames) durable: one journal commit per batch instead of two fsyncs per
+        crop, which made crop writing the archive's bottleneck. Where syncfs is missing, every file and
+        folder is fsynced.
         """
-        pending: list[tuple[str, Path]] = []
-        try:
-            for sha, jpeg in jpegs.items():
-                path = self.crop_path(sha)
-                if path.exists():
+        written: list[Path] = []
+        for sha, jpeg in jpegs.items():
+            path = self.crop_path(sha)
+            with contextlib.suppress(FileNotFoundError):
+                # Whole already: kept. Short: a power cut came between rename and sync; written again.
+                if path.stat().st_size == len(jpeg):
                     continue
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{sha[:16]}.", suffix=".tmp")
-                pending.append((tmp, path))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{sha[:16]}.", suffix=".tmp")
+            try:
                 with os.fdopen(fd, "wb") as f:
                     f.write(jpeg)
-            for tmp, _ in pending:
-                fd = os.open(tmp, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            for tmp, path in pending:
+                    if _syncfs is None:
+                        f.flush()
+                        os.fsync(f.fileno())
                 os.replace(tmp, path)
-        except BaseException:
-            for tmp, _ in pending:
+            except BaseException:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
-            raise
-        for folder in {path.parent for _, path in pending}:
+                raise
+            written.append(path)
+        if not written:
+            return
+        folders = {p.parent for p in written} if _syncfs is None else {self.data_dir}
+        for folder in folders:
             fd = os.open(folder, os.O_RDONLY)
             try:
-                os.fsync(fd)
+                if _syncfs is None:
+                    os.fsync(fd)
+                elif _syncfs(fd) != 0:
+                    raise OSError(ctypes.get_errno(), "syncfs failed", str(folder))
             finally:
                 os.close(fd)
 

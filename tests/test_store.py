@@ -451,6 +451,15 @@ def test_alerts_save_idempotent_list_and_ack(store: Store) -> None:
 # -- retention ---------------------------------------------------------------------------------
 
 
+def test_a_crop_file_cut_short_before_its_batch_was_synced_is_written_again(store: Store) -> None:
+    jpeg = b"\xff\xd8" + bytes(range(256)) * 8 + b"\xff\xd9"
+    path = store.crop_path(hashlib.sha256(jpeg).hexdigest())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(jpeg[:100])  # renamed into place, data lost by a power cut before the sync
+    assert store.save_events([EventRecord(event("AA1234BC"), plate_jpeg=jpeg)]) == 1
+    assert path.read_bytes() == jpeg
+
+
 def test_retention_deletes_old_rows_and_crop_files(store: Store) -> None:
     now = datetime(2025, 9, 1, tzinfo=UTC)
     ancient, mid, shared_old, recent = (
