@@ -553,7 +553,7 @@ def test_ack_of_a_hit_the_archive_has_not_stored_yet(env: Env, monkeypatch: pyte
     assert 0.4 < time.monotonic() - started < 3
     assert env.store.list_hits()[0].acked_by == "officer"
 
-    monkeypatch.setattr("anpr.console.app.ACK_WAIT_S", 0.3)
+    monkeypatch.setattr("anpr.console.api.ACK_WAIT_S", 0.3)
     refused = tc.post(f"/api/hits/{never.hit_id}/ack", json={"disposition": "checked"}, headers=headers)
     assert refused.status_code == 409
     assert refused.json()["error"] == "not stored yet" and refused.json()["message"]
