@@ -37,6 +37,10 @@ SinceOpt = Annotated[
     str | None, typer.Option(help="from this time: ISO date/time (UTC if no zone) or an age like 30m, 12h, 7d")
 ]
 UntilOpt = Annotated[str | None, typer.Option(help="before this time (same forms as --since)")]
+FuzzyOpt = Annotated[bool, typer.Option(help="also look-alikes (O/0, B/8) and one character off")]
+LaneOpt = Annotated[str | None, typer.Option(help="only this lane")]
+DirectionOpt = Annotated[Direction | None, typer.Option(help="entry | exit | unknown")]
+CountryOpt = Annotated[str | None, typer.Option(help="ISO code, e.g. UA")]
 
 _AGE = re.compile(r"^(\d+)\s*([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -313,7 +317,11 @@ def register(app: typer.Typer, events_app: typer.Typer) -> None:
         if as_json:
             for h in hits:
                 out = h.hit.model_dump(mode="json")
-                out["ack"] = {"at": _t(h.acked_at), "by": h.acked_by, "note": h.ack_note} if h.acked_at else None
+                out["ack"] = (
+                    {"at": _t(h.acked_at), "by": h.acked_by, "note": h.ack_note, "disposition": h.disposition}
+                    if h.acked_at
+                    else None
+                )
                 print(json.dumps(out, ensure_ascii=False))
             return
         table = Table("hit", "seen", "lane", "dir", "plate", "listed", "as", "severity", "reason", "acked")
@@ -336,13 +344,18 @@ def register(app: typer.Typer, events_app: typer.Typer) -> None:
     @hits_app.command("ack")
     def hits_ack(
         hit_id: str,
+        disposition: Annotated[str | None, typer.Option(help="checked | stopped | false_match")] = None,
         note: Annotated[str, typer.Option(help="what was done")] = "",
         by: ByOpt = None,
         config: ConfigOpt = None,
     ) -> None:
         """Acknowledge a hit."""
+        from anpr.store import DISPOSITIONS
+
+        if disposition is not None and disposition not in DISPOSITIONS:
+            raise bad(f"--disposition {disposition!r} is not one of {', '.join(DISPOSITIONS)}")
         with opened(_config(config)) as store:
-            if not store.ack_hit(hit_id, _who(by), note):
+            if not store.ack_hit(hit_id, _who(by), note, disposition):
                 raise bad(f"no unacknowledged hit {hit_id!r} (see `anpr hits list --unacked`)")
 
     @alerts_app.command("list")
@@ -408,12 +421,12 @@ def register(app: typer.Typer, events_app: typer.Typer) -> None:
     @events_app.command("search")
     def events_search(
         plate: Annotated[str | None, typer.Argument(help="plate as printed (Cyrillic fine); omit for all")] = None,
-        fuzzy: Annotated[bool, typer.Option(help="also look-alikes (O/0, B/8) and one character off")] = False,
+        fuzzy: FuzzyOpt = False,
         since: SinceOpt = None,
         until: UntilOpt = None,
-        lane: Annotated[str | None, typer.Option(help="only this lane")] = None,
-        direction: Annotated[Direction | None, typer.Option(help="entry | exit | unknown")] = None,
-        country: Annotated[str | None, typer.Option(help="ISO code, e.g. UA")] = None,
+        lane: LaneOpt = None,
+        direction: DirectionOpt = None,
+        country: CountryOpt = None,
         limit: Annotated[int, typer.Option(min=1, help="newest N")] = 100,
         as_json: JsonOpt = False,
         config: ConfigOpt = None,
@@ -448,12 +461,12 @@ def register(app: typer.Typer, events_app: typer.Typer) -> None:
     @events_app.command("export")
     def events_export(
         plate: Annotated[str | None, typer.Argument(help="plate as printed; omit for every event")] = None,
-        fuzzy: Annotated[bool, typer.Option(help="also look-alikes (O/0, B/8) and one character off")] = False,
+        fuzzy: FuzzyOpt = False,
         since: SinceOpt = None,
         until: UntilOpt = None,
-        lane: Annotated[str | None, typer.Option(help="only this lane")] = None,
-        direction: Annotated[Direction | None, typer.Option(help="entry | exit | unknown")] = None,
-        country: Annotated[str | None, typer.Option(help="ISO code, e.g. UA")] = None,
+        lane: LaneOpt = None,
+        direction: DirectionOpt = None,
+        country: CountryOpt = None,
         fmt: Annotated[Literal["csv", "jsonl"], typer.Option("--format", help="csv or jsonl")] = "csv",
         output: Annotated[Path | None, typer.Option("--output", "-o", help="file (default: standard output)")] = None,
         config: ConfigOpt = None,

@@ -69,6 +69,16 @@ def test_replay_raises_each_watchlist_hit_once_in_the_store_on_mqtt_and_at_the_w
             assert [f["event_id"] for f in found] == [e["event_id"]]
         fuzzy = _search(cfg_path, "AI6O93BC", "--fuzzy")
         assert [f["plate"] for f in fuzzy] == ["AI6093BC"]
+
+        stop_hit = next(h for h in hits if h["entry"]["severity"] == "stop")
+        acked = anpr(
+            "hits", "ack", stop_hit["hit_id"], "--disposition", "stopped", "--note", "lane 1 booth", config=cfg_path
+        )
+        assert acked.returncode == 0, acked.stderr
+        unacked = anpr("hits", "list", "--unacked", "--json", config=cfg_path).stdout.splitlines()
+        assert [json.loads(line)["hit_id"] for line in unacked] == [h["hit_id"] for h in hits if h is not stop_hit]
+        ack = next(h["ack"] for h in _hits(cfg_path) if h["hit_id"] == stop_hit["hit_id"])
+        assert (ack["disposition"], ack["note"]) == ("stopped", "lane 1 booth")
         assert consumers.alive()
 
     out = tmp_path / "events.csv"
