@@ -7,16 +7,19 @@ error naming the key, never a silently ignored default.
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = REPO_ROOT / "models"
+SPOOL_ROOT = REPO_ROOT / "data" / "spool"  # default spools: one folder per destination (anpr/events.py)
+ENV_PREFIX = "ANPR_"
 
 
 class ConfigError(ValueError):
@@ -473,8 +476,10 @@ class EventsConfig(Strict):
     )
     trim_every: int = Field(default=100, ge=1, le=100_000, description="publishes between two trims of the stream")
     spool_dir: Path = Field(
-        default=REPO_ROOT / "data" / "spool",
-        description="events wait here while Redis is unreachable; one writer per directory",
+        default=SPOOL_ROOT,
+        description="events wait here while Redis is unreachable; one writer per directory. Unset: "
+        "data/spool/<digest of the Redis location, db and prefix>. A spool is written only to the Redis and "
+        "prefix it was made for (its `destination` file); another one is refused",
     )
     spool_max_bytes: int = Field(
         default=512 * 1024 * 1024,
@@ -583,6 +588,21 @@ class PublisherConfig(ConsumerConfig):
     )
     request_timeout_s: float = Field(
         default=10.0, gt=0, le=300, description="per request; a stalled partner counts as a failure after this"
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="listen address of /metrics")
+    metrics_port: int = Field(default=9813, ge=0, le=65535, description="Prometheus /metrics port; 0: none")
+    check_dead_streak: int = Field(
+        default=10,
+        ge=1,
+        le=100_000,
+        description="`anpr publisher --check` fails once this many deliveries in a row went to dead letters",
+    )
+    check_max_age_s: float = Field(
+        default=900.0,
+        gt=0,
+        le=30 * 86400,
+        description="`anpr publisher --check` fails when the oldest undelivered event is older than this; "
+        "keep above the longest partner outage you would sit out unalerted",
     )
 
 
@@ -784,6 +804,20 @@ class HealthConfig(Strict):
         description="a process whose last stats report is older than this counts as not live (hung); keep it "
         "several stats intervals long",
     )
+    lane_idle_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="a camera none of whose frames reached its worker for this long makes /health 503 and is "
+        "named, with why (camera down, worker dead or reloading its models); also the window of each camera's "
+        "frames_recent count",
+    )
+    loading_max_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="a worker still loading its models after this long makes /health 503",
+    )
 
 
 class RuntimeConfig(Strict):
@@ -840,8 +874,9 @@ class RuntimeConfig(Strict):
         default=120.0,
         ge=0,
         le=3600,
-        description="at start, the cameras are started once every worker has loaded its models, or after this "
-        "many seconds: frames captured before a worker can read them are dropped, so a recording played as a "
+        description="at start, the camera processes start with the workers but open their sources only once every "
+        "worker has loaded its models, or after this many seconds: frames captured before a worker can read them "
+        "are dropped, so a recording played as a "
         "live source would lose its first seconds (~12 s with the OCR voters: the truck clip's camera dropped "
         "297 frames at 25 fps before its worker read one). 0 starts them at once",
     )
@@ -910,6 +945,20 @@ class AnprConfig(BaseSettings):
             raise ValueError(f"camera names must be unique; repeated: {dupes}")
         return cameras
 
+    @model_validator(mode="after")
+    def _spool_per_destination(self) -> AnprConfig:
+        """Unless set, the spool folder is the Redis destination's own: processes for another Redis or
+        prefix (a test, a replay) never share it by default."""
+        if "spool_dir" not in self.events.model_fields_set:
+            from anpr.events import spool_dir
+
+            events = self.events.model_copy(update={"spool_dir": spool_dir(self.redis, self.events)})
+            # Still "unset": a copy of this config for another Redis or prefix (model_copy) gets that
+            # destination's folder from EventSink.from_config, not this one's.
+            events.__pydantic_fields_set__.discard("spool_dir")
+            object.__setattr__(self, "events", events)  # frozen model: set once, before anyone holds it
+        return self
+
     def lane_of(self, camera: CameraConfig) -> LaneConfig:
         """The identity the tracker stamps on this camera's events."""
         return LaneConfig(
@@ -932,19 +981,49 @@ class AnprConfig(BaseSettings):
         return (env_settings, init_settings)
 
 
-def _describe(err: ValidationError, source: str) -> str:
-    lines = [f"invalid configuration in {source}:"]
+def _env_overrides() -> dict[tuple[str, ...], str]:
+    """The ANPR_* variables shaped like settings (`ANPR_SECTION__KEY`): their setting path -> name.
+
+    A variable naming no section is an error: pydantic-settings would ignore it, and an override the
+    operator believes in would silently not apply. Variables without `__` (ANPR_TEST_REDIS_URL) are
+    left alone: every setting lies in a section, so they are some other tool's.
+    """
+    found: dict[tuple[str, ...], str] = {}
+    for name in sorted(os.environ):
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        path = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
+        if path[0] in AnprConfig.model_fields:
+            found[path] = name
+        elif len(path) > 1:
+            raise ConfigError(
+                f"environment variable {name}: no config section '{path[0]}' "
+                f"(sections: {', '.join(AnprConfig.model_fields)}; `anpr config schema` lists every key)"
+            )
+    return found
+
+
+def _describe(err: ValidationError, source: str, env: dict[tuple[str, ...], str]) -> str:
+    """One line per problem, each naming where the bad value came from: the file or the variable."""
+    problems = []
     for e in err.errors():
+        loc = tuple(str(p).lower() for p in e["loc"])
         where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        from_env = [f"environment variable {name}" for path, name in env.items() if loc[: len(path)] == path]
+        origin = from_env[0] if from_env else source
         if e["type"] == "extra_forbidden":
-            lines.append(f"  unknown key '{where}' (misspelt? see configs/README or anpr/config.py)")
+            problem = f"unknown key '{where}' (misspelt? `anpr config schema` lists every key)"
         else:
-            lines.append(f"  {where}: {e['msg']} (got {e.get('input')!r})")
-    return "\n".join(lines)
+            got = repr(e.get("input"))
+            problem = f"{where}: {e['msg']} (got {got if len(got) <= 80 else got[:77] + '...'})"
+        problems.append(f"{origin}: {problem}")
+    if len(problems) == 1:
+        return f"invalid configuration in {problems[0]}"
+    return "invalid configuration:\n" + "\n".join(f"  {p}" for p in problems)
 
 
 def load_config(path: Path | None = None, **overrides: Any) -> AnprConfig:
-    """Read a YAML config (or defaults when `path` is None) and validate it strictly."""
+    """Read a YAML config (or defaults when `path` is None), apply ANPR_* overrides, validate strictly."""
     data: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
@@ -953,13 +1032,18 @@ def load_config(path: Path | None = None, **overrides: Any) -> AnprConfig:
             loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
+        except IsADirectoryError:
+            raise ConfigError(f"config {path} is a folder; give a YAML file (configs/*.yaml)") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+            raise ConfigError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(loaded).__name__}")
         data = loaded or {}
     data.update(overrides)
+    env = _env_overrides()
     try:
         return AnprConfig(**data)
+    except SettingsError as exc:  # an ANPR_* value that is not the JSON its setting needs
+        raise ConfigError(f"invalid configuration in the environment: {exc} (give it as JSON)") from None
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, source)) from None
+        raise ConfigError(_describe(exc, source, env)) from None

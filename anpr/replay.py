@@ -2,12 +2,15 @@
 end-to-end tests' driver.
 
 Every frame is processed (nothing dropped, unlike a live camera), timestamps come from the file
-position, and at the end every open track is decided, so a replay is deterministic.
+position, and at the end every open track is decided, so a replay is deterministic. Timestamps, and
+so event ids, start at `start_time` (default: now): replaying a clip again with the same start time
+writes nothing new (the sink recognises each id), with another start time records its vehicles again.
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -15,9 +18,9 @@ from pathlib import Path
 
 import cv2
 
-from anpr.capture import ReplayReader
+from anpr.capture import CaptureError, ReplayReader
 from anpr.config import AnprConfig, CameraConfig
-from anpr.events import EventSink
+from anpr.events import EventSink, Outcome
 from anpr.lane import LaneProcessor, LaneStats
 from anpr.passes import PassRegistry
 from anpr.recognize import PlateRecognizer
@@ -26,9 +29,18 @@ from anpr.schema import PlateEvent
 
 @dataclass
 class ReplayResult:
+    """One recording's replay: its events as stored (image keys included) and what became of each.
+
+    `error` is set when the file failed part-way: the frames before it were processed and their
+    events decided and published.
+    """
+
     video: Path
     events: list[PlateEvent] = field(default_factory=list)
+    outcomes: Counter[Outcome] = field(default_factory=Counter)
     stats: LaneStats = field(default_factory=LaneStats)
+    ended: datetime | None = None  # timestamp of the last frame
+    error: str | None = None
 
 
 def frame_count(video: Path) -> int | None:
@@ -59,6 +71,13 @@ def camera_for(video: Path, cfg: AnprConfig, camera: str | None = None) -> Camer
     return CameraConfig(name=name, source=str(video))
 
 
+def check_input(video: Path, cfg: AnprConfig, camera: str | None = None) -> None:
+    """Open the recording and decode its first frame, as replay will: CaptureError (or ValueError for an
+    unknown camera) now, before seconds of model loading, rather than after."""
+    with ReplayReader(camera_for(video, cfg, camera)) as reader:
+        next(iter(reader), None)
+
+
 def replay(
     video: Path,
     cfg: AnprConfig,
@@ -68,28 +87,39 @@ def replay(
     camera: str | None = None,
     realtime: bool = False,
     start_time: datetime | None = None,
-    on_event: Callable[[PlateEvent], None] | None = None,
+    on_event: Callable[[PlateEvent, Outcome], None] | None = None,
     on_frame: Callable[[], None] | None = None,
 ) -> ReplayResult:
-    """Run one recording end to end; raises CaptureError for a file that cannot be decoded."""
+    """Run one recording end to end; raises CaptureError for a file that cannot be opened.
+
+    A file that fails part-way does not raise: its result holds the error and the events decided from
+    the frames before it. `on_event` sees each event as stored in the stream, and its outcome.
+    """
     cam = camera_for(video, cfg, camera)
     result = ReplayResult(video)
 
-    def collect(event: PlateEvent) -> None:
+    def collect(event: PlateEvent, outcome: Outcome) -> None:
         result.events.append(event)
+        result.outcomes[outcome] += 1
         if on_event is not None:
-            on_event(event)
+            on_event(event, outcome)
 
-    lane = LaneProcessor(recognizer, cam, cfg, sink, PassRegistry.from_config(cfg), on_event=collect)
-    last = None
-    with ReplayReader(cam, realtime=realtime, start_time=start_time) as reader:
-        for frame in reader:
-            lane.process(frame.ts, frame.image)
-            last = frame.ts
-            if on_frame is not None:
-                on_frame()
-    if last is not None:
-        lane.finish(last + timedelta(seconds=cfg.tracker.lost_after_s))
-    sink.drain()
+    lane = LaneProcessor(recognizer, cam, cfg, sink, PassRegistry.from_config(cfg))
+    previous, sink.on_publish = sink.on_publish, collect
+    try:
+        with ReplayReader(cam, realtime=realtime, start_time=start_time) as reader:
+            try:
+                for frame in reader:
+                    lane.process(frame.ts, frame.image)
+                    result.ended = frame.ts
+                    if on_frame is not None:
+                        on_frame()
+            except CaptureError as exc:
+                result.error = str(exc)
+        if result.ended is not None:
+            lane.finish(result.ended + timedelta(seconds=cfg.tracker.lost_after_s))
+        sink.drain()
+    finally:
+        sink.on_publish = previous
     result.stats = lane.stats
     return result

@@ -15,8 +15,8 @@ import pytest
 import redis
 from support import RedisServer, fast_client, free_port, make_event
 
-from anpr.config import EventsConfig, RedisConfig
-from anpr.events import EventSink, Outcome
+from anpr.config import SPOOL_ROOT, EventsConfig, RedisConfig, load_config
+from anpr.events import TARGET_FILE, EventSink, Outcome, SpoolError, SpoolTarget, spool_dir
 from anpr.keys import Keys
 from anpr.redis_embedded import start_embedded
 from anpr.schema import PlateEvent
@@ -27,8 +27,15 @@ def stream(client: redis.Redis, keys: Keys) -> list[dict[str, object]]:
     return [json.loads(fields[b"event"]) for _, fields in entries]
 
 
-def sink(client: redis.Redis, keys: Keys, tmp_path: Path, **cfg: object) -> EventSink:
-    return EventSink(client, keys, EventsConfig(spool_dir=tmp_path / "spool", retry_after_s=0.05, **cfg))  # type: ignore[arg-type]
+def sink(
+    client: redis.Redis, keys: Keys, tmp_path: Path, target: SpoolTarget | None = None, **cfg: object
+) -> EventSink:
+    return EventSink(client, keys, EventsConfig(spool_dir=tmp_path / "spool", retry_after_s=0.05, **cfg), target)  # type: ignore[arg-type]
+
+
+def outage(client: redis.Redis, keys: Keys, tmp_path: Path) -> EventSink:
+    """A sink for the shared Redis whose connection finds nothing listening: Redis down, as seen by a writer."""
+    return sink(fast_client(free_port()), keys, tmp_path, SpoolTarget.of_client(client, keys.prefix))
 
 
 def test_event_and_images_stored_with_ttl(client: redis.Redis, keys: Keys, tmp_path: Path) -> None:
@@ -65,7 +72,7 @@ def test_unreachable_redis_spools_then_drains_in_order(client: redis.Redis, keys
     events = [make_event(i) for i in range(6)]
     # Event 0's write landed but its reply was lost, so the writer spooled it as well.
     assert sink(client, keys, tmp_path / "first").publish(events[0]) is Outcome.WRITTEN
-    down = sink(fast_client(free_port()), keys, tmp_path)  # nothing listens there
+    down = outage(client, keys, tmp_path)
     assert [down.publish(e, b"jpeg-%d" % i) for i, e in enumerate(events[:5])] == [Outcome.SPOOLED] * 5
     assert len(down.spool.files()) == 5 and down.stats.redis_errors >= 1
 
@@ -91,13 +98,13 @@ def test_full_spool_drops_images_then_refuses_loudly(
 
 def test_unreadable_spool_file_set_aside(client: redis.Redis, keys: Keys, tmp_path: Path) -> None:
     spool = tmp_path / "spool"
-    spool.mkdir()
+    sink(client, keys, tmp_path)  # claims the folder for this destination
     (spool / "00000000000000000001-broken.json").write_text("{not json")
     (spool / "00000000000000000002-crash.tmp").write_text("half written")
     s = sink(client, keys, tmp_path)
     assert s.publish(make_event(1)) is Outcome.WRITTEN
     assert s.stats.bad_spool_files == 1
-    assert sorted(p.name for p in spool.iterdir()) == ["00000000000000000001-broken.bad"]
+    assert sorted(p.name for p in spool.iterdir()) == ["00000000000000000001-broken.bad", TARGET_FILE]
 
 
 def _consume(client: redis.Redis, keys: Keys, group: str, read: int, ack: int, create: bool = True) -> None:
@@ -200,3 +207,70 @@ def test_redis_killed_and_restarted_mid_replay(server: RedisServer, tmp_path: Pa
     ids = [e["event_id"] for e in stream(client, keys)]
     assert ids == [e.event_id for e in events]  # all, once each, in publish order
     assert all(client.get(keys.plate_image(e.event_id)) == b"jpeg-%d" % i for i, e in enumerate(events))
+
+
+def test_spool_is_never_drained_into_another_destination(client: redis.Redis, keys: Keys, tmp_path: Path) -> None:
+    """Issue 23 point 1: events spooled for one Redis and prefix never reach another's stream."""
+    down_port = free_port()
+    down = sink(fast_client(down_port), keys, tmp_path)
+    assert [down.publish(make_event(i)) for i in range(3)] == [Outcome.SPOOLED] * 3
+    recorded = json.loads((tmp_path / "spool" / TARGET_FILE).read_text())
+    assert recorded == {"url": f"redis://127.0.0.1:{down_port}", "db": 0, "prefix": keys.prefix}
+
+    other = Keys(f"{keys.prefix}-other")
+    for wrong_client, wrong_keys in ((client, keys), (client, other), (redis.Redis(port=down_port, db=1), keys)):
+        with pytest.raises(SpoolError, match=f"belongs to redis://127.0.0.1:{down_port} db 0 prefix '{keys.prefix}'"):
+            sink(wrong_client, wrong_keys, tmp_path)
+    assert client.xlen(keys.events) == 0 and client.xlen(other.events) == 0
+    assert len(down.spool.files()) == 3
+
+    # Its own destination (the same address and prefix; credentials play no part) takes them.
+    back = sink(fast_client(down_port), keys, tmp_path)
+    assert back.target == down.target and len(back.spool.files()) == 3
+
+
+def test_events_of_unknown_destination_are_refused(client: redis.Redis, keys: Keys, tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / f"00000000000000000001-{make_event(1).event_id}.json").write_text("{}")  # an older anpr's spool
+    with pytest.raises(SpoolError, match="1 events of unknown destination"):
+        sink(client, keys, tmp_path)
+    assert client.xlen(keys.events) == 0
+
+
+def test_default_spool_folder_is_the_destinations_own(tmp_path: Path) -> None:
+    def folder(url: str | None, prefix: str = "anpr") -> Path:
+        return spool_dir(RedisConfig(url=url, prefix=prefix, data_dir=tmp_path / "redis"), EventsConfig())
+
+    base = folder("redis://127.0.0.1:6379/0")
+    assert base.parent == SPOOL_ROOT
+    assert base == folder("redis://:new-password@127.0.0.1:6379")  # a password change keeps the spool
+    others = {folder("redis://127.0.0.1:6379/1"), folder("redis://127.0.0.1:6380/0"), folder("redis://10.0.0.1:6379")}
+    others |= {folder("redis://127.0.0.1:6379/0", "test"), folder("rediss://127.0.0.1:6379/0"), folder(None)}
+    assert base not in others and len(others) == 6
+    # The config fills it in, so every process (`anpr run`'s parent included) sees the same folder.
+    site = tmp_path / "site.yaml"
+    site.write_text("redis: {url: 'redis://u:secret@127.0.0.1:6379/0'}\n")
+    assert load_config(site).events.spool_dir == base
+    site.write_text(f"redis: {{url: 'redis://127.0.0.1:6379/0'}}\nevents: {{spool_dir: {tmp_path / 'pinned'}}}\n")
+    assert load_config(site).events.spool_dir == tmp_path / "pinned"
+
+
+def test_embedded_redis_is_one_destination_whichever_way_it_is_named(tmp_path: Path) -> None:
+    """`anpr run` hands workers the embedded server's socket (new on each start); replay names the folder."""
+    data_dir = tmp_path / "redis"
+    socket_url = start_embedded(data_dir)
+    by_folder = SpoolTarget.of(RedisConfig(url=None, data_dir=data_dir, prefix="dev"))
+    by_socket = SpoolTarget.of(RedisConfig(url=socket_url, data_dir=data_dir, prefix="dev"))
+    assert by_folder == by_socket and by_folder.url == f"embedded:{data_dir.resolve()}"
+    elsewhere = SpoolTarget.of(RedisConfig(url=socket_url, data_dir=tmp_path / "other", prefix="dev"))
+    assert elsewhere.url == socket_url and elsewhere != by_folder
+
+
+def test_a_config_copied_for_another_prefix_gets_that_prefixs_spool(tmp_path: Path) -> None:
+    site = tmp_path / "site.yaml"
+    site.write_text("redis: {url: 'redis://127.0.0.1:6379/0', prefix: lane}\n")
+    cfg = load_config(site)
+    copy = cfg.redis.model_copy(update={"prefix": "bench"})
+    assert spool_dir(cfg.redis, cfg.events) == cfg.events.spool_dir != spool_dir(copy, cfg.events)
+    assert spool_dir(copy, cfg.events) == SPOOL_ROOT / SpoolTarget.of(copy).digest

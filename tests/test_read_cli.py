@@ -49,3 +49,15 @@ def test_read_table_output(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["read", str(path)])
     assert result.exit_code == 0, result.output
     assert "ABC123" in result.stdout
+
+
+def test_read_folder_without_images_is_an_error(tmp_path: Path) -> None:
+    empty = tmp_path / "empty_dir"
+    (empty / "sub").mkdir(parents=True)
+    (empty / "notes.txt").write_text("no photos here")
+    result = CliRunner().invoke(app, ["read", "--json", f"{empty}/"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: no images in {empty}")
+    assert [json.loads(line)["error"] for line in result.stdout.splitlines()] == [
+        f"no images in {empty} (looked for .bmp, .jpeg, .jpg, .png, .tif, .tiff, .webp, in subfolders too)"
+    ]

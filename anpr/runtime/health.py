@@ -9,9 +9,13 @@ Besides the processes' own counters, /metrics shows what the lanes produce: each
 FrameHandler reports counters (anpr.runtime.stages.CountingHandler) with its stats, exported here
 per worker and camera under the names and help texts of CAMERA_COUNTERS and WORKER_COUNTERS.
 
-HTTP status: 503 only when a worker is not live (dead, restarting or silent), because then its
-cameras are blind and an operator or orchestrator must know. A camera that is down, Redis away
-or a growing spool are "degraded" with 200: restarting anpr would not fix them.
+HTTP status 503 ("failing") when capture is lost, so that monitoring reading only the status alerts:
+- a worker is not live (dead, restarting or silent), or still loading its models after
+  `health.loading_max_s`;
+- a camera none of whose frames reached its worker for `health.lane_idle_s` (the camera down or
+  never connected, its worker dead or reloading its models), named with its lane and why.
+A camera down for less, Redis away or a growing spool are "degraded" with 200. A camera whose
+recording ended is not lost capture. A process not started yet has no heartbeat age (null).
 """
 
 from __future__ import annotations
@@ -32,11 +36,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from anpr.config import HealthConfig
+from anpr.runtime.stages import LOADING
 from anpr.runtime.supervisor import ChildStatus
 
 log = logging.getLogger(__name__)
 
 STREAMING = "streaming"  # the camera state that counts as healthy (anpr.capture.CameraState)
+ENDED = frozenset({"ended", "stopped"})  # a recording read to its end, a feed closed: no capture to lose
 
 # Counters a worker's handler reports (anpr.lane.LaneHandler.counters), exported as anpr_<name>_total.
 # One family each, so a dashboard graphs `rate(anpr_lane_events_total[5m])` without filtering a label.
@@ -74,6 +80,16 @@ WORKER_COUNTERS: Mapping[str, str] = {
 
 
 @dataclass(frozen=True)
+class FeedRoute:
+    """Which worker a camera's frames go to, and since when capture may run (None: not yet)."""
+
+    camera: str
+    lane: str
+    worker: str  # the worker's ident
+    capture_from: float | None  # wall clock when the cameras were let open their sources
+
+
+@dataclass(frozen=True)
 class HealthSources:
     """Where the endpoint gets what it shows; each callable runs per request, in a server thread."""
 
@@ -81,6 +97,7 @@ class HealthSources:
     cameras: Callable[[], Mapping[str, str]]  # camera name -> state ("streaming", "reconnecting", ...)
     redis_ok: Callable[[], bool] | None = None  # None: not part of this deployment, not shown
     spool_depth: Callable[[], int] | None = None  # events waiting on disk for Redis
+    routes: Callable[[], Sequence[FeedRoute]] | None = None  # None: no per-camera capture check
 
 
 def _probe(fn: Callable[[], Any]) -> tuple[Any, str | None]:
@@ -92,7 +109,22 @@ def _probe(fn: Callable[[], Any]) -> tuple[Any, str | None]:
 
 
 def _is_live(child: ChildStatus, now: float, stale_after_s: float) -> bool:
-    return child.alive and now - child.last_seen <= stale_after_s
+    return child.alive and child.last_seen is not None and now - child.last_seen <= stale_after_s
+
+
+def _age(now: float, then: float | None, digits: int = 1) -> float | None:
+    return None if then is None else round(now - then, digits)
+
+
+def _loading_since(child: ChildStatus) -> float | None:
+    """When a live worker started loading its models; None when it is not loading."""
+    if not child.alive or child.kind != "worker":
+        return None
+    if child.stats is None:  # launched, not reported yet: loading
+        return child.started_at
+    if child.stats.state == LOADING:
+        return child.stats.state_since or child.started_at
+    return None
 
 
 def _process_doc(child: ChildStatus, now: float, stale_after_s: float) -> dict[str, Any]:
@@ -101,10 +133,12 @@ def _process_doc(child: ChildStatus, now: float, stale_after_s: float) -> dict[s
         "live": _is_live(child, now, stale_after_s),
         "alive": child.alive,
         "pid": child.pid,
+        "state": "starting" if child.last_seen is None else None if stats is None else stats.state,
+        "state_for_s": None if stats is None else _age(now, stats.state_since),
         "restarts": child.restarts,
         "last_exit": child.last_exit,
         "finished": child.finished,
-        "heartbeat_age_s": round(now - child.last_seen, 3),
+        "heartbeat_age_s": _age(now, child.last_seen, 3),
         "fps": None if stats is None else round(stats.fps, 2),
         "frames": None if stats is None else stats.frames,
         "dropped": None if stats is None else stats.dropped,
@@ -113,8 +147,9 @@ def _process_doc(child: ChildStatus, now: float, stale_after_s: float) -> dict[s
     }
 
 
-def health_document(sources: HealthSources, stale_after_s: float) -> tuple[int, dict[str, Any]]:
+def health_document(sources: HealthSources, cfg: HealthConfig) -> tuple[int, dict[str, Any]]:
     """HTTP status and JSON body of /health."""
+    stale_after_s = cfg.stale_after_s
     now = time.time()
     problems: list[str] = []
     failing = False
@@ -130,10 +165,17 @@ def health_document(sources: HealthSources, stale_after_s: float) -> tuple[int, 
             workers[child.ident] = doc
         else:
             camera_processes[child.ident] = doc
+        loading_since = _loading_since(child)
+        if loading_since is not None and now - loading_since > cfg.loading_max_s:
+            failing = True
+            problems.append(
+                f"{child.name} still loading its models after {now - loading_since:.0f} s "
+                f"(runtime.health.loading_max_s {cfg.loading_max_s:g})"
+            )
         if not doc["live"]:
             failing = failing or child.kind == "worker"
-            if child.pid is None:  # a camera held until the workers have loaded (Runtime.start)
-                why = "not started: the workers are loading"
+            if child.last_seen is None:  # launched later (Supervisor.start's hold): no process, no age
+                why = "starting: not launched yet"
             else:
                 why = child.last_exit if not child.alive else f"no report for {doc['heartbeat_age_s']:.0f} s"
             problems.append(f"{child.name} not live ({why})")
@@ -147,6 +189,17 @@ def health_document(sources: HealthSources, stale_after_s: float) -> tuple[int, 
         cameras[name] = {"state": state, "process": camera_processes.get(name)}
         if state != STREAMING:
             problems.append(f"camera {name} {state}")
+    if sources.routes is not None:
+        routes, error = _probe(sources.routes)
+        if error is not None:
+            failing = True
+            problems.append(f"camera routes unavailable: {error}")
+        by_name = {(c.kind, c.ident): c for c in children}
+        for route in routes or ():
+            lost = _capture(route, by_name, now, cfg, cameras.setdefault(route.camera, {"state": "unknown"}))
+            if lost is not None:
+                failing = True
+                problems.append(lost)
     body: dict[str, Any] = {"time": datetime.now(UTC).isoformat(), "workers": workers, "cameras": cameras}
     if sources.redis_ok is not None:
         reachable, error = _probe(sources.redis_ok)
@@ -160,6 +213,54 @@ def health_document(sources: HealthSources, stale_after_s: float) -> tuple[int, 
             problems.append(f"spool holds {depth} events" if error is None else f"spool depth unavailable: {error}")
     status = "failing" if failing else "degraded" if problems else "ok"
     return (503 if failing else 200), {"status": status, "problems": problems, **body}
+
+
+def _capture(
+    route: FeedRoute,
+    children: Mapping[tuple[str, str], ChildStatus],
+    now: float,
+    cfg: HealthConfig,
+    doc: dict[str, Any],
+) -> str | None:
+    """Fill the camera's document with what reaches its worker; the problem when capture is lost."""
+    camera, worker = children.get(("camera", route.camera)), children.get(("worker", route.worker))
+    last = None if worker is None else worker.last_frame_at.get(route.camera)
+    recent = 0
+    if worker is not None and worker.stats is not None and last is not None and now - last <= cfg.lane_idle_s:
+        recent = next((c.recent for c in worker.stats.cameras if c.camera == route.camera), 0)
+    doc.update(
+        lane=route.lane,
+        worker=route.worker,
+        frames_recent=recent,
+        frames_window_s=cfg.lane_idle_s,
+        last_frame_age_s=_age(now, last),
+    )
+    ended = camera is not None and (camera.finished or (camera.stats is not None and camera.stats.state in ENDED))
+    since = last if last is not None else route.capture_from
+    if ended or since is None or now - since <= cfg.lane_idle_s:
+        return None
+    idle = f"no frame processed for {now - since:.0f} s" + (" since capture began" if last is None else "")
+    return f"lane {route.lane or '?'} camera {route.camera}: {idle} ({_why(camera, worker, route, now, cfg)})"
+
+
+def _why(
+    camera: ChildStatus | None, worker: ChildStatus | None, route: FeedRoute, now: float, cfg: HealthConfig
+) -> str:
+    """What stops the camera's frames, as far as the processes tell."""
+    if camera is None or not camera.alive:
+        return f"camera process {'missing' if camera is None else camera.last_exit or 'not running'}"
+    state = camera.stats.state if camera.stats is not None else "starting"
+    if state != STREAMING:
+        since = camera.stats.state_since if camera.stats is not None else camera.started_at
+        return f"camera {state}" + ("" if since is None else f" for {now - since:.0f} s")
+    if worker is None:
+        return f"no worker {route.worker}"
+    loading = _loading_since(worker)
+    if loading is not None:
+        return f"worker {route.worker} loading its models for {now - loading:.0f} s"
+    if not _is_live(worker, now, cfg.stale_after_s):
+        return f"worker {route.worker} {worker.last_exit if not worker.alive else 'not reporting'}"
+    return f"its frames do not reach worker {route.worker}"
 
 
 class _RuntimeCollector(Collector):
@@ -190,7 +291,8 @@ class _RuntimeCollector(Collector):
             key = [child.kind, child.ident]
             up.add_metric(key, float(_is_live(child, now, self._stale_after_s)))
             restarts.add_metric(key, child.restarts)
-            age.add_metric(key, now - child.last_seen)
+            if child.last_seen is not None:  # not started: no age at all, rather than one since 1970
+                age.add_metric(key, now - child.last_seen)
             if child.stats is None:
                 continue
             frames.add_metric(key, child.stats.frames)
@@ -246,7 +348,7 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, cfg: HealthConfig, sources: HealthSources) -> None:
         self.sources = sources
-        self.stale_after_s = cfg.stale_after_s
+        self.cfg = cfg
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_RuntimeCollector(sources, cfg.stale_after_s))
         super().__init__((cfg.host, cfg.port), _Handler)
@@ -260,7 +362,7 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/metrics":
             self._send(200, CONTENT_TYPE_LATEST, generate_latest(self.server.registry))
         elif path in ("/health", "/healthz"):
-            status, doc = health_document(self.server.sources, self.server.stale_after_s)
+            status, doc = health_document(self.server.sources, self.server.cfg)
             self._send(status, "application/json", json.dumps(doc, indent=1).encode())
         else:
             self._send(404, "text/plain; charset=utf-8", b"not found: try /health or /metrics\n")

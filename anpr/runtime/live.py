@@ -19,8 +19,8 @@ from types import FrameType
 from typing import Self
 
 from anpr.config import RuntimeConfig
-from anpr.runtime.health import HealthServer, HealthSources
-from anpr.runtime.process import ChildSpec
+from anpr.runtime.health import FeedRoute, HealthServer, HealthSources
+from anpr.runtime.process import ChildSpec, SharedFlag
 from anpr.runtime.ring import FrameRing, check_shm_space
 from anpr.runtime.stages import LOADING, CameraFeed, CameraStage, HandlerFactory, Inbox, WorkerStage
 from anpr.runtime.supervisor import ChildStatus, Supervisor
@@ -51,11 +51,14 @@ class Runtime:
         self._cfg = config
         self._cameras = list(cameras)
         self._make_handler = make_handler
-        self._sources = HealthSources(self.statuses, self.camera_states, redis_ok, spool_depth)
+        self._sources = HealthSources(self.statuses, self.camera_states, redis_ok, spool_depth, self.routes)
         self._supervisor = Supervisor(config)
         self._rings: list[FrameRing] = []
         self._health: HealthServer | None = None
         self._started_at = 0.0
+        self._workers = 0
+        self._capture = SharedFlag()  # set: the cameras may open their sources
+        self._capture_from: float | None = None  # wall clock when it was set
 
     @property
     def health_port(self) -> int | None:
@@ -63,11 +66,11 @@ class Runtime:
         return None if self._health is None else self._health.port
 
     def start(self) -> None:
-        """Create the rings, start the workers and the health endpoint; returns at once. The cameras
-        start once the workers have loaded their models (`supervise`, `runtime.camera_wait_s`)."""
+        """Create the rings, start every process and the health endpoint; returns at once. The cameras
+        open their sources once the workers have loaded their models (`supervise`, `runtime.camera_wait_s`)."""
         cfg = self._cfg
         try:
-            workers = min(cfg.workers, len(self._cameras))
+            workers = self._workers = min(cfg.workers, len(self._cameras))
             inboxes = [Inbox(cfg.worker_queue_size) for _ in range(workers)]
             slot_bytes = cfg.max_frame_height * cfg.max_frame_width * 3
             check_shm_space(len(self._cameras) * cfg.ring_slots * slot_bytes)
@@ -75,18 +78,18 @@ class Runtime:
                 ring = FrameRing.create(feed.name, cfg.ring_slots, cfg.max_frame_height, cfg.max_frame_width)
                 self._rings.append(ring)
             for index, (feed, ring) in enumerate(zip(self._cameras, self._rings, strict=True)):
-                stage = CameraStage(feed, ring.spec, inboxes[index % workers])
+                stage = CameraStage(feed, ring.spec, inboxes[index % workers], self._capture)
                 self._supervisor.add(ChildSpec("camera", feed.name, stage))
             for worker in range(workers):
                 specs = tuple(ring.spec for index, ring in enumerate(self._rings) if index % workers == worker)
-                body = WorkerStage(
-                    specs, inboxes[worker], self._make_handler, cfg.flush_interval_s, cfg.stale_after_s
-                )
+                body = WorkerStage(specs, inboxes[worker], self._make_handler, cfg.flush_interval_s, cfg.stale_after_s)
                 self._supervisor.add(ChildSpec("worker", str(worker), body))
             if cfg.health.enabled:
                 self._health = HealthServer(cfg.health, self._sources)
             self._started_at = time.monotonic()
-            self._supervisor.start(hold=lambda spec: spec.kind == "camera" and cfg.camera_wait_s > 0)
+            if cfg.camera_wait_s <= 0:
+                self._open_cameras()
+            self._supervisor.start()
             if self._health is not None:
                 self._health.start()
         except BaseException:
@@ -98,23 +101,27 @@ class Runtime:
         """Watch the children (restart, collect stats) until `stop()` is called."""
         while not self._supervisor.stopping:
             self._supervisor.poll(_POLL_S)
-            if self._supervisor.holding:
-                self._start_cameras_when_workers_loaded()
+            if not self._capture.is_set():
+                self._open_cameras_when_workers_loaded()
         log.info("stop requested: draining")
 
-    def _start_cameras_when_workers_loaded(self) -> None:
-        """Release the held cameras once every worker reports it has loaded (a worker that has not
-        reported yet is still loading), or after `camera_wait_s` whatever the workers do."""
+    def _open_cameras_when_workers_loaded(self) -> None:
+        """Let the cameras open their sources once every worker reports it has loaded (a worker that
+        has not reported yet is still loading), or after `camera_wait_s` whatever the workers do."""
         workers = [s for s in self.statuses() if s.kind == "worker"]
         loaded = all(s.stats is not None and s.stats.state != LOADING for s in workers)
         waited = time.monotonic() - self._started_at
         if loaded:
-            log.info("workers loaded after %.1f s: starting the cameras", waited)
+            log.info("workers loaded after %.1f s: opening the cameras", waited)
         elif waited >= self._cfg.camera_wait_s:
-            log.warning("workers still loading after %.0f s (runtime.camera_wait_s): starting the cameras", waited)
+            log.warning("workers still loading after %.0f s (runtime.camera_wait_s): opening the cameras", waited)
         else:
             return
-        self._supervisor.release()
+        self._open_cameras()
+
+    def _open_cameras(self) -> None:
+        self._capture_from = time.time()
+        self._capture.set()
 
     def stop(self) -> None:
         """Ask everything to drain and stop; safe from any thread and from a signal handler."""
@@ -139,6 +146,14 @@ class Runtime:
 
     def statuses(self) -> list[ChildStatus]:
         return self._supervisor.statuses()
+
+    def routes(self) -> list[FeedRoute]:
+        """Each camera's worker (camera i -> worker i % workers) and since when capture may run."""
+        workers = max(self._workers, 1)
+        return [
+            FeedRoute(feed.name, feed.lane, str(index % workers), self._capture_from)
+            for index, feed in enumerate(self._cameras)
+        ]
 
     def camera_states(self) -> Mapping[str, str]:
         """Each camera's capture state as its process last reported it."""

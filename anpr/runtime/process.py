@@ -39,8 +39,8 @@ SPAWN = multiprocessing.get_context("spawn")
 _TERMINATED_EXIT = 128 + signal.SIGTERM  # the shell's convention for "ended by SIGTERM"
 
 
-class StopFlag:
-    """The one stop signal every process watches: a byte in shared memory.
+class SharedFlag:
+    """A signal every process can watch (stop; capture may begin): a byte in shared memory.
 
     Not an mp.Event on purpose: that is a lock plus a condition, and a child killed while inside
     `is_set()` would leave the lock held and hang every other process at its next check. A byte
@@ -55,6 +55,9 @@ class StopFlag:
 
     def is_set(self) -> bool:
         return bool(self._flag.value)
+
+
+StopFlag = SharedFlag
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,7 @@ class ChildChannels:
     stop: StopFlag
     logs: Queue[logging.LogRecord]
     stats_interval_s: float
+    activity_window_s: float = 10.0  # what StatsReport.cameras' `recent` counts (runtime.health.lane_idle_s)
 
 
 class ChildContext:
@@ -90,11 +94,15 @@ class ChildContext:
 
     def __init__(self, spec: ChildSpec, channels: ChildChannels, stats: Connection) -> None:
         self.name = spec.name
-        self.meter = StageMeter()
+        self.meter = StageMeter(channels.activity_window_s)
         self._channels = channels
         self._stats = stats
         self._terminated = False  # SIGTERM to this child alone, or its parent died
         self._state: Callable[[], str] = lambda: "running"
+        self._last_state: str | None = None
+        self._state_since = time.time()  # the process start, until its first state is read
+        self._report_now = threading.Event()
+        self._report_lock = threading.Lock()
 
     @property
     def stopping(self) -> bool:
@@ -111,26 +119,44 @@ class ChildContext:
         return True
 
     def set_state(self, state: Callable[[], str]) -> None:
-        """Where the reporter thread reads this stage's state (called off the hot path)."""
+        """Where the reporter thread reads this stage's state (called off the hot path); reported at
+        once, not at the next interval: the supervisor starts the cameras when the workers turn ready."""
         self._state = state
+        self._report_now.set()
 
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
         self._terminated = True  # only a flag: a signal handler must not take locks
 
     def _report(self) -> None:
+        # The reporter thread and the final report at exit share one pipe; a send stuck on a full
+        # pipe (parent not reading) must not hold up the exit for long.
+        if not self._report_lock.acquire(timeout=2.0):
+            return
+        try:
+            self._report_locked()
+        finally:
+            self._report_lock.release()
+
+    def _report_locked(self) -> None:
         try:
             state = self._state()
         except Exception as exc:  # a broken state getter must not silence the heartbeat
             state = f"unknown ({exc!r})"
-        report = self.meter.report(self.name, os.getpid(), state)
-        # Only this reporter thread sends; a full pipe (parent not reading) blocks it, never the stage.
-        # A closed pipe means the parent is gone: the parent-death check below handles that.
+        if state != self._last_state:
+            if self._last_state is not None:
+                self._state_since = time.time()
+            self._last_state = state
+        report = self.meter.report(self.name, os.getpid(), state, self._state_since)
+        # A full pipe (parent not reading) blocks the reporter, never the stage. A closed pipe means
+        # the parent is gone: the parent-death check below handles that.
         with suppress(OSError):
             self._stats.send(report)
 
     def _report_forever(self, parent_pid: int) -> None:
         """Reporter thread: a heartbeat even while the stage body is blocked (a camera reconnecting)."""
-        while not self.wait(self._channels.stats_interval_s):
+        while not self.stopping:
+            self._report_now.wait(self._channels.stats_interval_s)
+            self._report_now.clear()
             if os.getppid() != parent_pid:
                 log.error("%s: supervisor died; draining and exiting", self.name)
                 self._terminated = True

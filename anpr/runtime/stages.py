@@ -12,6 +12,7 @@ and never pickled.
 from __future__ import annotations
 
 import itertools
+import logging
 import queue
 import threading
 import time
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
-from anpr.runtime.process import SPAWN, ChildContext
+from anpr.runtime.process import SPAWN, ChildContext, SharedFlag
 from anpr.runtime.ring import FrameRing, RingSpec
 from anpr.runtime.stats import Counters
 from anpr.schema import Frame, FrameRef, utc_now
@@ -35,6 +36,10 @@ if TYPE_CHECKING:
 
 _TAKE_WAIT_S = 0.1  # how long a worker waits for a ref before it flushes and checks for stop
 LOADING = "loading"  # a worker's state while it builds its handler (loads the models)
+WAITING = "waiting for the workers"  # a camera's state until the runtime lets capture begin
+_GO_POLL_S = 0.05
+
+log = logging.getLogger(__name__)
 _ANNOUNCED_WAIT_S = 1.0  # a rung doorbell means a ref is microseconds from the pipe; this is only a bound
 
 
@@ -100,11 +105,18 @@ class CameraFeed:
 
     name: str
     open: Callable[[], FrameFeed]  # picklable: runs in the camera process
+    lane: str = ""  # for /health: which lane loses capture when this camera does
+    # picklable, run in the camera process before it waits to open: imports that would delay the open
+    warm: Callable[[], None] | None = None
 
     @classmethod
     def live(cls, cfg: CameraConfig) -> CameraFeed:
         """The camera read by anpr.capture.LiveReader (newest frame kept, reconnects on failure)."""
-        return cls(cfg.name, _LiveOpener(cfg))
+        return cls(cfg.name, _LiveOpener(cfg), cfg.lane or "", _import_capture)
+
+
+def _import_capture() -> None:
+    import anpr.capture  # noqa: F401  (OpenCV and FFmpeg load here, while the workers load their models)
 
 
 @dataclass(frozen=True)
@@ -174,15 +186,29 @@ class Inbox:
 
 @dataclass(frozen=True)
 class CameraStage:
-    """Camera process body: frames from the feed into the ring, refs into the worker's inbox."""
+    """Camera process body: frames from the feed into the ring, refs into the worker's inbox.
+
+    With `go`, the process starts with the workers, gets ready (imports, ring) and opens its feed
+    only once `go` is set: the start-up is spent in parallel with the model loading, while a
+    recording played as a live source still loses none of its start to it.
+    """
 
     feed: CameraFeed
     ring: RingSpec
     inbox: Inbox
+    go: SharedFlag | None = None
 
     def __call__(self, ctx: ChildContext) -> None:
         self.inbox.release_producer()
         ring = FrameRing.attach(self.ring)
+        if self.go is not None and not self.go.is_set():
+            ctx.set_state(lambda: WAITING)
+            if self.feed.warm is not None:
+                self.feed.warm()
+            while not self.go.is_set():
+                if ctx.wait(_GO_POLL_S):
+                    ring.close()
+                    return
         source = self.feed.open()
         ctx.set_state(lambda: str(source.stats.state))
         # A feed blocks while its camera is down; closing it from here is what ends the loop.
@@ -224,7 +250,9 @@ class WorkerStage:
         ctx.set_state(lambda: LOADING)  # the runtime starts the cameras once no worker is loading
         rings = {spec.camera: FrameRing.attach(spec) for spec in self.rings}
         try:
+            started = time.monotonic()
             handler = self.make_handler()
+            log.info("%s: loaded in %.1f s", ctx.name, time.monotonic() - started)
             ctx.set_state(lambda: "draining" if ctx.stopping else "running")
             try:
                 self._take_backlog(ctx, rings, handler)
@@ -280,4 +308,4 @@ def _process(ctx: ChildContext, rings: dict[str, FrameRing], handler: FrameHandl
         ctx.meter.drop()
         return
     handler.handle(ref, image)
-    ctx.meter.done(time.time() - ref.ts.timestamp())
+    ctx.meter.done(time.time() - ref.ts.timestamp(), ref.camera)

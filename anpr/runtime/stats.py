@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 _MAX_SAMPLES = 4096
 """Latency samples kept per interval: ~160 s of one 25 fps camera, far more than one interval.
@@ -19,6 +21,15 @@ Beyond it the oldest are overwritten, which still leaves a fair sample for the p
 Counters = Mapping[tuple[str, str], int]
 """What a stage produced, as (camera, counter name) -> total since its process started; camera "" holds
 counters of the whole process (a worker's event sink), which belong to no one camera."""
+
+
+class CameraFrames(NamedTuple):
+    """A worker's frames of one camera: whether capture reaches the worker, for /health."""
+
+    camera: str
+    frames: int  # handled since this worker started
+    recent: int  # handled in the meter's window (runtime.health.lane_idle_s) before the report
+    last_at: float  # wall clock when the latest one was handled
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +47,8 @@ class StatsReport:
     latency_p95_s: float | None
     # (camera, counter name, total) from a worker's FrameHandler, as in Counters; cumulative like `frames`
     counters: tuple[tuple[str, str, int], ...] = ()
+    state_since: float | None = None  # wall clock since which `state` has held; None: unknown
+    cameras: tuple[CameraFrames, ...] = ()  # worker: per camera it handled frames of
 
 
 def _percentile(ordered: list[float], q: float) -> float:
@@ -46,8 +59,10 @@ def _percentile(ordered: list[float], q: float) -> float:
 class StageMeter:
     """Counts one stage's work; `done`/`drop` are called on the hot path, `report` by a reporter thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, window_s: float = 10.0) -> None:
         self._lock = threading.Lock()
+        self._window_s = window_s
+        self._per_camera: dict[str, tuple[int, deque[float], float]] = {}  # frames, recent monotonic times, wall
         self._frames = 0
         self._dropped = 0
         self._samples: list[float] = []
@@ -56,9 +71,16 @@ class StageMeter:
         self._window_start = time.monotonic()
         self._counters: tuple[tuple[str, str, int], ...] = ()
 
-    def done(self, latency_s: float) -> None:
-        """One frame handled, `latency_s` after it was captured."""
+    def done(self, latency_s: float, camera: str | None = None) -> None:
+        """One frame handled, `latency_s` after it was captured; `camera` counts it for that camera too."""
         with self._lock:
+            if camera is not None:
+                frames, recent, _ = self._per_camera.get(camera) or (0, deque(), 0.0)
+                now = time.monotonic()
+                recent.append(now)
+                while recent[0] < now - self._window_s:
+                    recent.popleft()
+                self._per_camera[camera] = (frames + 1, recent, time.time())
             self._frames += 1
             self._window_frames += 1
             if len(self._samples) < _MAX_SAMPLES:
@@ -78,10 +100,14 @@ class StageMeter:
         with self._lock:
             self._counters = flat
 
-    def report(self, name: str, pid: int, state: str) -> StatsReport:
+    def report(self, name: str, pid: int, state: str, state_since: float | None = None) -> StatsReport:
         """Totals so far plus rate and latency since the previous call, which starts a new interval."""
         now = time.monotonic()
         with self._lock:
+            cameras = tuple(
+                CameraFrames(camera, frames, sum(1 for t in recent if t >= now - self._window_s), last_at)
+                for camera, (frames, recent, last_at) in self._per_camera.items()
+            )
             samples, self._samples, self._next_sample = self._samples, [], 0
             window_frames, self._window_frames = self._window_frames, 0
             window_start, self._window_start = self._window_start, now
@@ -99,4 +125,6 @@ class StageMeter:
             latency_p50_s=_percentile(samples, 0.50) if samples else None,
             latency_p95_s=_percentile(samples, 0.95) if samples else None,
             counters=counters,
+            state_since=state_since,
+            cameras=cameras,
         )

@@ -16,6 +16,7 @@ import logging.handlers
 import pickle
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from multiprocessing import connection as mp_connection
 from multiprocessing.connection import Connection
@@ -45,8 +46,11 @@ class ChildStatus:
     restarts: int
     last_exit: str | None  # how the previous incarnation ended; None if it never did
     finished: bool  # returned normally: not restarted
-    last_seen: float  # wall clock of its latest report, or of its start before the first one
+    last_seen: float | None  # wall clock of its latest report, or of its start before the first; None: not started
     stats: StatsReport | None  # latest report of the current (or last) incarnation
+    started_at: float | None = None  # wall clock when the current (or last) incarnation was launched
+    # worker: camera -> wall clock of the latest frame of it handled by any incarnation (a restart keeps it)
+    last_frame_at: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -55,7 +59,8 @@ class _Child:
     process: BaseProcess | None = None
     pid: int | None = None
     started: float = 0.0  # monotonic
-    last_seen: float = 0.0  # wall clock
+    started_at: float | None = None  # wall clock
+    last_seen: float | None = None  # wall clock; None until launched
     restarts: int = 0
     crashes: int = 0  # in a row, for the backoff
     restart_at: float | None = None  # monotonic
@@ -63,6 +68,7 @@ class _Child:
     finished: bool = False
     stats: StatsReport | None = field(default=None, repr=False)
     stats_pipe: Connection | None = field(default=None, repr=False)
+    last_frame_at: dict[str, float] = field(default_factory=dict)
 
 
 class Supervisor:
@@ -75,6 +81,7 @@ class Supervisor:
             stop=self.stop_flag,
             logs=SPAWN.Queue(),
             stats_interval_s=config.stats_interval_s,
+            activity_window_s=config.health.lane_idle_s,
         )
         self._listener = logging.handlers.QueueListener(self._channels.logs, _Relay())
         self._children: dict[str, _Child] = {}
@@ -122,7 +129,9 @@ class Supervisor:
                 child = self._children.get(report.name)
                 if child is not None and child.pid == report.pid:
                     child.stats = report
-                    child.last_seen = max(child.last_seen, report.sent_at)
+                    child.last_seen = max(child.last_seen or 0.0, report.sent_at)
+                    for camera in report.cameras:
+                        child.last_frame_at[camera.camera] = camera.last_at
             for child in self._children.values():
                 if child.process is not None and not child.process.is_alive():
                     self._reaped(child, now)
@@ -169,6 +178,8 @@ class Supervisor:
                     finished=c.finished,
                     last_seen=c.last_seen,
                     stats=c.stats,
+                    started_at=c.started_at,
+                    last_frame_at=dict(c.last_frame_at),
                 )
                 for c in self._children.values()
             ]
@@ -185,7 +196,8 @@ class Supervisor:
             child.stats_pipe.close()
         child.stats_pipe = reader
         child.process, child.pid = process, process.pid
-        child.started, child.last_seen = time.monotonic(), time.time()
+        child.started, child.started_at = time.monotonic(), time.time()
+        child.last_seen = child.started_at
         child.restart_at, child.stats = None, None
 
     def _reaped(self, child: _Child, now: float) -> None:

@@ -197,3 +197,23 @@ def deaf(ctx: ChildContext) -> None:
     """Ignores the stop flag: a stage stuck in a native call."""
     while True:
         time.sleep(0.1)
+
+
+class NeverConnects:
+    """A camera that cannot be reached: no frame ever, reconnecting until closed."""
+
+    def __init__(self, camera: str) -> None:
+        self.camera = camera
+        self._closed = threading.Event()
+
+    @property
+    def stats(self) -> _State:
+        return _State("stopped" if self._closed.is_set() else "reconnecting")
+
+    def __iter__(self) -> Iterator[Frame]:
+        self._closed.wait()
+        return
+        yield
+
+    def close(self) -> None:
+        self._closed.set()

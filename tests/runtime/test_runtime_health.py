@@ -9,9 +9,11 @@ import httpx
 import pytest
 
 from anpr.config import HealthConfig
-from anpr.runtime.health import HealthServer, HealthSources, health_document
-from anpr.runtime.stats import StatsReport
+from anpr.runtime.health import FeedRoute, HealthServer, HealthSources, health_document
+from anpr.runtime.stats import CameraFrames, StatsReport
 from anpr.runtime.supervisor import ChildStatus
+
+CFG = HealthConfig(stale_after_s=10, lane_idle_s=5, loading_max_s=30)
 
 # What a worker's handler reports: per camera, per worker (camera ""), and names no metric knows,
 # or knows in the other scope, which are not exported.
@@ -35,8 +37,8 @@ def child(kind: str, ident: str, alive: bool = True, age_s: float = 0.1, last_ex
 
 
 def held_camera() -> ChildStatus:
-    """A camera the runtime has not started yet: no process, no report (Runtime.start)."""
-    return ChildStatus("camera:cam1", "camera", "cam1", False, None, 0, None, False, time.time(), None)
+    """A camera the supervisor has not launched yet: no process, no report, no heartbeat."""
+    return ChildStatus("camera:cam1", "camera", "cam1", False, None, 0, None, False, None, None)
 
 
 def healthy() -> list[ChildStatus]:
@@ -101,13 +103,13 @@ def _raise() -> bool:
     ],
 )
 def test_health_verdicts(src: HealthSources, http: int, status: str, problem: str | None) -> None:
-    code, doc = health_document(src, stale_after_s=10)
+    code, doc = health_document(src, CFG)
     assert (code, doc["status"]) == (http, status)
     assert doc["problems"] == ([] if problem is None else [problem])
 
 
 def test_document_shape() -> None:
-    _, doc = health_document(sources(redis_ok=lambda: True, spool_depth=lambda: 0), stale_after_s=10)
+    _, doc = health_document(sources(redis_ok=lambda: True, spool_depth=lambda: 0), CFG)
     assert doc["cameras"]["cam1"]["state"] == "streaming"
     assert doc["cameras"]["cam1"]["process"]["fps"] == 24.5
     worker = doc["workers"]["0"]
@@ -168,8 +170,119 @@ def test_a_busy_port_is_named_in_the_error(server: HealthServer) -> None:
         HealthServer(HealthConfig(port=server.port), sources())
 
 
-def test_a_camera_held_while_the_workers_load_says_so() -> None:
+def test_a_process_not_started_has_no_heartbeat_age_and_is_named_starting() -> None:
+    """Its age once read 1,796,587,286 s: the time since 1970."""
     src = sources(lambda: [held_camera(), child("worker", "0")], cameras={"cam1": "starting"})
-    code, doc = health_document(src, stale_after_s=10)
+    code, doc = health_document(src, CFG)
     assert (code, doc["status"]) == (200, "degraded")  # not failing: the workers are alive
-    assert doc["problems"] == ["camera:cam1 not live (not started: the workers are loading)", "camera cam1 starting"]
+    assert doc["problems"] == ["camera:cam1 not live (starting: not launched yet)", "camera cam1 starting"]
+    process = doc["cameras"]["cam1"]["process"]
+    assert process["heartbeat_age_s"] is None and process["state"] == "starting"
+
+
+def worker_status(
+    state: str = "running",
+    state_for_s: float = 30.0,
+    last_frame_age_s: float | None = 0.1,
+    recent: int = 120,
+    alive: bool = True,
+    stats: bool = True,
+) -> ChildStatus:
+    now = time.time()
+    last = {} if last_frame_age_s is None else {"cam1": now - last_frame_age_s}
+    frames = (CameraFrames("cam1", 500, recent, now - last_frame_age_s),) if last_frame_age_s is not None else ()
+    report = StatsReport("worker:0", 100, now - 0.1, state, 500, 0, 25.0, 0.04, 0.09, (), now - state_for_s, frames)
+    return ChildStatus(
+        "worker:0", "worker", "0", alive, 100, 0, None, False, now - 0.1, report if stats else None, now - 60, last
+    )
+
+
+def camera_status(state: str = "streaming", state_for_s: float = 30.0, finished: bool = False) -> ChildStatus:
+    now = time.time()
+    report = StatsReport("camera:cam1", 101, now - 0.1, state, 500, 0, 25.0, None, None, (), now - state_for_s)
+    return ChildStatus("camera:cam1", "camera", "cam1", True, 101, 0, None, finished, now - 0.1, report, now - 60)
+
+
+def routed(camera: ChildStatus, worker: ChildStatus, capture_age_s: float | None = 60.0) -> HealthSources:
+    capture_from = None if capture_age_s is None else time.time() - capture_age_s
+    route = FeedRoute("cam1", "lane1", "0", capture_from)
+    state = camera.stats.state if camera.stats is not None else "starting"
+    return HealthSources(lambda: [camera, worker], lambda: {"cam1": state}, routes=lambda: [route])
+
+
+@pytest.mark.parametrize(
+    ("make", "http", "problems"),
+    [
+        (lambda: routed(camera_status(), worker_status()), 200, []),
+        (
+            lambda: routed(camera_status(), worker_status("loading", state_for_s=12, last_frame_age_s=12)),
+            503,
+            ["lane lane1 camera cam1: no frame processed for 12 s (worker 0 loading its models for 12 s)"],
+        ),
+        (
+            lambda: routed(camera_status("reconnecting", 3), worker_status(last_frame_age_s=3)),
+            200,
+            ["camera cam1 reconnecting"],
+        ),
+        (
+            lambda: routed(camera_status("reconnecting", 40), worker_status(last_frame_age_s=None), capture_age_s=40),
+            503,
+            [
+                "camera cam1 reconnecting",
+                "lane lane1 camera cam1: no frame processed for 40 s since capture began "
+                "(camera reconnecting for 40 s)",
+            ],
+        ),
+        (
+            lambda: routed(
+                camera_status("waiting for the workers"), worker_status("loading", 20, None), capture_age_s=None
+            ),
+            200,
+            ["camera cam1 waiting for the workers"],
+        ),
+        (
+            lambda: routed(
+                camera_status("waiting for the workers"), worker_status("loading", 31, None), capture_age_s=None
+            ),
+            503,
+            [
+                "worker:0 still loading its models after 31 s (runtime.health.loading_max_s 30)",
+                "camera cam1 waiting for the workers",
+            ],
+        ),
+        (
+            lambda: routed(camera_status("ended", 40, finished=True), worker_status(last_frame_age_s=40)),
+            200,
+            ["camera cam1 ended"],
+        ),
+        (
+            lambda: routed(camera_status(), worker_status(last_frame_age_s=8)),
+            503,
+            ["lane lane1 camera cam1: no frame processed for 8 s (its frames do not reach worker 0)"],
+        ),
+    ],
+    ids=[
+        "flowing",
+        "worker-reloading",
+        "camera-blip",
+        "camera-never-connects",
+        "loading",
+        "loading-too-long",
+        "recording-ended",
+        "stuck",
+    ],
+)
+def test_lost_capture_fails_and_names_the_lane(
+    make: Callable[[], HealthSources], http: int, problems: list[str]
+) -> None:
+    code, doc = health_document(make(), CFG)  # built here: the ages are relative to now
+    assert (code, doc["problems"]) == (http, problems)
+
+
+def test_frames_reaching_the_worker_are_shown_per_camera() -> None:
+    _, doc = health_document(routed(camera_status(), worker_status(recent=117)), CFG)
+    cam = doc["cameras"]["cam1"]
+    assert (cam["lane"], cam["worker"], cam["frames_recent"], cam["frames_window_s"]) == ("lane1", "0", 117, 5)
+    assert 0 <= cam["last_frame_age_s"] < 1
+    _, doc = health_document(routed(camera_status(), worker_status(recent=117, last_frame_age_s=8)), CFG)
+    assert doc["cameras"]["cam1"]["frames_recent"] == 0  # the last report's count is older than the window
