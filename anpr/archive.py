@@ -168,7 +168,16 @@ def run_archive(cfg: AnprConfig, stop: threading.Event, burst: bool = False) -> 
     if cfg.archive.metrics_port and not burst:
         start_http_server(cfg.archive.metrics_port, addr=cfg.archive.metrics_host)
     workers = archivers(cfg, store, stop)
-    threads = [threading.Thread(target=w.run, args=(burst,), name=f"archive-{w.kind}") for w in workers]
+    failed: list[BaseException] = []
+
+    def work(w: Archiver[Any]) -> None:
+        try:
+            w.run(burst)
+        except BaseException as exc:  # reported by the caller: a thread's exception is otherwise lost
+            failed.append(exc)
+            stop.set()
+
+    threads = [threading.Thread(target=work, args=(w,), name=f"archive-{w.kind}") for w in workers]
     for t in threads:
         t.start()
     if not burst:
@@ -181,6 +190,8 @@ def run_archive(cfg: AnprConfig, stop: threading.Event, burst: bool = False) -> 
     for t in threads:
         t.join()
     store.close()
+    if failed:
+        raise failed[0]
     return workers
 
 

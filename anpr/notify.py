@@ -303,7 +303,7 @@ def run_notifiers(cfg: AnprConfig, stop: threading.Event, burst: bool = False) -
             try:
                 n.run(burst=burst)
             except BaseException as exc:
-                log.exception("notifier %s/%s failed", n.sink.name, n.topic)
+                log.warning("notifier %s/%s stopped: %r", n.sink.name, n.topic, exc)
                 failed.append(exc)
                 stop.set()
 
@@ -321,5 +321,5 @@ def run_notifiers(cfg: AnprConfig, stop: threading.Event, burst: bool = False) -
             sink.close()
         r.close()
     if failed:
-        raise RuntimeError(f"{len(failed)} notifier(s) failed") from failed[0]
+        raise failed[0]
     return len(notifiers)

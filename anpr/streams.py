@@ -58,6 +58,10 @@ return 0
 """
 
 
+# Connection failures in a row after which a burst run gives up (its caller reports Redis unreachable).
+_BURST_REDIS_ATTEMPTS = 3
+
+
 class TransientError(Exception):
     """The work failed but may succeed later; `retry_after` is the other side's wish in seconds, if any."""
 
@@ -165,6 +169,9 @@ class GroupConsumer:
                         return
             except (redis.RedisError, TransientError) as exc:
                 failures += 1
+                if burst and isinstance(exc, redis.ConnectionError) and failures >= _BURST_REDIS_ATTEMPTS:
+                    # A catch-up run answers; a service (not burst) waits for Redis as long as it takes.
+                    raise
                 delay = self.backoff(failures)
                 log.warning("%s: %r; starting over in %.1f s", self._base.group, exc, delay)
                 self._stop.wait(delay)

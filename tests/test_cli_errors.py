@@ -74,3 +74,24 @@ def test_misspelt_env_section_and_version() -> None:
     version = anpr_cli("--version")
     assert version.returncode == 0 and version.stdout == f"anpr {anpr.__version__}\n"
     assert anpr.__version__.count(".") >= 2
+
+
+def test_burst_runs_with_redis_unreachable_give_up_with_one_line(tmp_path: Path) -> None:
+    """A catch-up run (`--burst`) answers instead of retrying for ever; the service mode keeps waiting."""
+    port = free_port()
+    key = tmp_path / "key.pem"
+    assert anpr_cli("exchange-keygen", str(key)).returncode == 0
+    cfg = tmp_path / "site.yaml"
+    cfg.write_text(
+        f"redis: {{url: 'redis://127.0.0.1:{port}/0', connect_timeout_s: 0.5, retries: 0}}\n"
+        f"publisher: {{signing_key_file: '{key}', metrics_port: 0, backoff_base_s: 0.05}}\n"
+        f"archive: {{metrics_port: 0, backoff_base_s: 0.05}}\n"
+        f"store: {{data_dir: '{tmp_path / 'store'}'}}\n"
+    )
+    for args in (("publisher", "--burst"), ("archive", "--burst")):
+        result = anpr_cli(*args, "-c", str(cfg))
+        assert result.returncode == 2, (args, result.stderr)
+        assert [line for line in error_lines(result)] == [
+            f"error: Redis unreachable (Error 111 connecting to 127.0.0.1:{port}. Connection refused.): start it, "
+            "or fix redis.url in the config (or ANPR_REDIS__URL)"
+        ], args
