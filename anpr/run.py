@@ -11,7 +11,7 @@ import functools
 import logging
 
 from anpr.config import AnprConfig
-from anpr.events import Spool
+from anpr.events import Spool, SpoolTarget
 from anpr.lane import build_lane_handler
 from anpr.redis_client import connect
 from anpr.runtime.live import Runtime
@@ -36,7 +36,9 @@ def run_site(cfg: AnprConfig) -> None:
         raise ValueError("no cameras configured: add a `cameras:` list to the config (see configs/site-example.yaml)")
     cfg = with_shared_redis(cfg)
     client = connect(cfg.redis)
-    spool = Spool(cfg.events.spool_dir, cfg.events.spool_max_bytes)
+    # Claimed here, before any worker starts: a spool of another destination stops the command at once
+    # (SpoolError, one line) instead of crash-looping every worker.
+    spool = Spool(cfg.events.spool_dir, cfg.events.spool_max_bytes, target=SpoolTarget.of(cfg.redis))
 
     def redis_ok() -> bool:
         return bool(client.ping())

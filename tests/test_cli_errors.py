@@ -95,3 +95,20 @@ def test_burst_runs_with_redis_unreachable_give_up_with_one_line(tmp_path: Path)
             f"error: Redis unreachable (Error 111 connecting to 127.0.0.1:{port}. Connection refused.): start it, "
             "or fix redis.url in the config (or ANPR_REDIS__URL)"
         ], args
+
+
+def test_run_refuses_a_spool_of_another_destination_before_starting_workers(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / "destination").write_text('{"url": "redis://10.0.0.9:6379", "db": 0, "prefix": "production"}\n')
+    cfg = tmp_path / "site.yaml"
+    cfg.write_text(
+        "redis: {url: 'redis://127.0.0.1:6379/0', prefix: test-cli-errors}\n"
+        f"events: {{spool_dir: '{spool}'}}\n"
+        "cameras: [{name: front, source: sample_videos/truck_front.mp4}]\n"
+        "runtime: {health: {port: 0}}\n"
+    )
+    result = anpr_cli("run", "-c", str(cfg), timeout=60)
+    assert result.returncode == 2, result.stderr
+    (line,) = error_lines(result)
+    assert "belongs to redis://10.0.0.9:6379 db 0 prefix 'production'" in line
