@@ -309,6 +309,7 @@ class _RuntimeCollector(Collector):
         for camera, state in self._sources.cameras().items():
             camera_state.add_metric([camera, state], 1.0)
         yield camera_state
+        yield from self._capture(children, now)
         if self._sources.redis_ok is not None:
             ok, _ = _probe(self._sources.redis_ok)
             yield GaugeMetricFamily("anpr_redis_up", "1 when Redis answered the probe", value=float(bool(ok)))
@@ -316,6 +317,26 @@ class _RuntimeCollector(Collector):
             depth, error = _probe(self._sources.spool_depth)
             if error is None:
                 yield GaugeMetricFamily("anpr_spool_depth", "events waiting on disk for Redis", value=float(depth))
+
+    def _capture(self, children: Sequence[ChildStatus], now: float) -> Iterator[Metric]:
+        """Per camera, how long since a worker processed one of its frames: the lane-lost alert's input."""
+        if self._sources.routes is None:
+            return
+        routes, error = _probe(self._sources.routes)
+        if error is not None:
+            return
+        workers = {c.ident: c for c in children if c.kind == "worker"}
+        last_age = GaugeMetricFamily(
+            "anpr_camera_last_frame_age_seconds",
+            "time since a worker last processed a frame of this camera (absent: none yet)",
+            labels=["camera", "lane"],
+        )
+        for route in routes or ():
+            worker = workers.get(route.worker)
+            last = None if worker is None else worker.last_frame_at.get(route.camera)
+            if last is not None:
+                last_age.add_metric([route.camera, route.lane], now - last)
+        yield last_age
 
     @staticmethod
     def _handler_counters(children: Sequence[ChildStatus]) -> Iterator[Metric]:

@@ -286,3 +286,17 @@ def test_frames_reaching_the_worker_are_shown_per_camera() -> None:
     assert 0 <= cam["last_frame_age_s"] < 1
     _, doc = health_document(routed(camera_status(), worker_status(recent=117, last_frame_age_s=8)), CFG)
     assert doc["cameras"]["cam1"]["frames_recent"] == 0  # the last report's count is older than the window
+
+
+def test_metrics_give_each_cameras_last_processed_frame_age() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from anpr.runtime.health import _RuntimeCollector
+
+    registry = CollectorRegistry()
+    registry.register(_RuntimeCollector(routed(camera_status(), worker_status(last_frame_age_s=7.0)), 5.0))
+    age = registry.get_sample_value("anpr_camera_last_frame_age_seconds", {"camera": "cam1", "lane": "lane1"})
+    assert age is not None and 7.0 <= age < 8.0
+    never = CollectorRegistry()
+    never.register(_RuntimeCollector(routed(camera_status(), worker_status(last_frame_age_s=None)), 5.0))
+    assert never.get_sample_value("anpr_camera_last_frame_age_seconds", {"camera": "cam1", "lane": "lane1"}) is None
