@@ -257,6 +257,38 @@ class RedisConfig(Strict):
         description="retries of a command that failed with a connection error (never a timeout, "
         "whose write may have happened); see anpr/redis_client.py",
     )
+    sentinels: list[str] = Field(
+        default_factory=list,
+        description="host:port of each Redis Sentinel (instead of url): every client asks them for the current "
+        "primary and follows a failover. List all of them; one is enough to answer",
+    )
+    sentinel_master: str | None = Field(
+        default=None, min_length=1, description="name the sentinels monitor the primary under (sentinel monitor NAME)"
+    )
+    sentinel_password: str | None = Field(
+        default=None, description="password of the sentinels themselves (their requirepass), if set"
+    )
+    password: str | None = Field(
+        default=None,
+        description="password of the primary and replicas when found through sentinels (with url, put it in the URL)",
+    )
+
+    @field_validator("sentinels")
+    @classmethod
+    def _host_ports(cls, sentinels: list[str]) -> list[str]:
+        for address in sentinels:
+            host, sep, port = address.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"sentinel address {address!r} is not host:port")
+        return sentinels
+
+    @model_validator(mode="after")
+    def _one_location(self) -> RedisConfig:
+        if self.url is not None and self.sentinels:
+            raise ValueError("set either redis.url or redis.sentinels (+ sentinel_master), not both")
+        if bool(self.sentinels) != (self.sentinel_master is not None):
+            raise ValueError("redis.sentinels and redis.sentinel_master go together")
+        return self
 
 
 NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"  # site/lane/camera names end up in event ids and Redis keys
@@ -289,6 +321,13 @@ class CameraConfig(Strict):
         "('0'); passwords in URLs are masked in logs and errors",
     )
     lane: str | None = Field(default=None, pattern=NAME_PATTERN, max_length=32, description="lane it watches")
+    box: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        max_length=32,
+        description="the machine that runs this camera (`anpr run` with runtime.box set to it); label every "
+        "camera of a site spread over several boxes, or none",
+    )
     rtsp_transport: Literal["tcp", "udp"] = Field(
         default="tcp",
         description="tcp survives packet loss and NAT; udp has less latency but a lossy link turns into corrupt frames",
@@ -902,6 +941,20 @@ class RuntimeConfig(Strict):
         description="a process that ran this long before it crashed counts as healthy: its wait starts over",
     )
     health: HealthConfig = Field(default_factory=HealthConfig, description="the /health and /metrics endpoint")
+    box: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        max_length=32,
+        description="run only the cameras labelled with this box (ANPR_RUNTIME__BOX on each machine); unset runs "
+        "every camera of the config",
+    )
+    box_heartbeat_ttl_s: float = Field(
+        default=10.0,
+        ge=1.0,
+        le=600,
+        description="a box's heartbeat in Redis (written every third of this) expires after this long: how soon "
+        "the other boxes' /health name it down. Longer rides out a Redis failover without a false alarm",
+    )
 
     @model_validator(mode="after")
     def _ring_outlasts_queue(self) -> RuntimeConfig:
@@ -943,6 +996,8 @@ class AnprConfig(BaseSettings):
         names = [c.name for c in cameras]
         if dupes := sorted({n for n in names if names.count(n) > 1}):
             raise ValueError(f"camera names must be unique; repeated: {dupes}")
+        if (unboxed := [c.name for c in cameras if c.box is None]) and len(unboxed) < len(cameras):
+            raise ValueError(f"cameras {unboxed} have no box: label every camera with one, or none")
         return cameras
 
     @model_validator(mode="after")

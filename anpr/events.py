@@ -29,6 +29,7 @@ from typing import Any
 import redis
 from redis.connection import SSLConnection, parse_url
 from redis.exceptions import RedisError
+from redis.sentinel import SentinelConnectionPool
 
 from anpr.config import SPOOL_ROOT, EventsConfig, RedisConfig
 from anpr.keys import Keys
@@ -117,13 +118,15 @@ class SpoolTarget:
     not orphan a spool (nor may a password end up on disk in clear).
     """
 
-    url: str  # redis://host:port, rediss://..., unix:///path, or embedded:<data dir>
+    url: str  # redis://host:port, rediss://..., unix:///path, sentinel://h:p,h:p/master, or embedded:<data dir>
     db: int
     prefix: str
 
     @classmethod
     def of(cls, cfg: RedisConfig) -> SpoolTarget:
         """From the config alone, so it is known while Redis is unreachable."""
+        if cfg.sentinel_master is not None:
+            return cls._sentinel(cfg.sentinels, cfg.sentinel_master, cfg.prefix)
         if cfg.url is None:
             return cls(_embedded(cfg.data_dir), 0, cfg.prefix)
         target = cls._from_kwargs(parse_url(cfg.url), cfg.url.startswith("rediss:"), cfg.prefix)
@@ -135,7 +138,16 @@ class SpoolTarget:
     @classmethod
     def of_client(cls, client: redis.Redis, prefix: str) -> SpoolTarget:
         pool = client.connection_pool
+        if isinstance(pool, SentinelConnectionPool):
+            sentinels = [s.connection_pool.connection_kwargs for s in pool.sentinel_manager.sentinels]
+            return cls._sentinel([f"{kw['host']}:{kw['port']}" for kw in sentinels], pool.service_name, prefix)
         return cls._from_kwargs(pool.connection_kwargs, issubclass(pool.connection_class, SSLConnection), prefix)
+
+    @classmethod
+    def _sentinel(cls, sentinels: list[str], master: str, prefix: str) -> SpoolTarget:
+        """Named by the master's name and the sentinel set, not the primary's address, which moves
+        with every failover: the spool stays the same destination's."""
+        return cls(f"sentinel://{','.join(sorted(sentinels))}/{master}", 0, prefix)
 
     @classmethod
     def _from_kwargs(cls, kw: Mapping[str, Any], tls: bool, prefix: str) -> SpoolTarget:

@@ -16,28 +16,52 @@ and a frozen server blocks a caller for ~14 s. Here:
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 from anpr.config import RedisConfig
 
 
 def connect(cfg: RedisConfig) -> redis.Redis:
-    """A client for `cfg.url`, or for an embedded Redis in `cfg.data_dir` when no URL is set.
+    """A client for `cfg.url`, for the primary the sentinels name, or for an embedded Redis in
+    `cfg.data_dir` when neither is set.
 
-    Responses are bytes (not decoded): plate crops are stored as JPEG bytes under the same client.
+    Through sentinels, every new connection asks them for the current primary, and a connection to a
+    demoted or dead one fails and is retried (connection errors only, as above) on the new primary:
+    the client follows a failover by itself. Responses are bytes (not decoded): plate crops are
+    stored as JPEG bytes under the same client.
     """
-    options = {
+    options: dict[str, Any] = {
         "socket_timeout": cfg.socket_timeout_s,
         "socket_connect_timeout": cfg.connect_timeout_s,
         "health_check_interval": cfg.health_check_interval_s,
         "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), cfg.retries, (RedisConnectionError,)),
     }
+    if cfg.sentinels:
+        assert cfg.sentinel_master is not None  # RedisConfig validates that they come together
+        sentinel = Sentinel(
+            [sentinel_address(a) for a in cfg.sentinels],
+            sentinel_kwargs={
+                "socket_timeout": cfg.socket_timeout_s,
+                "socket_connect_timeout": cfg.connect_timeout_s,
+                "password": cfg.sentinel_password,
+            },
+        )
+        return sentinel.master_for(cfg.sentinel_master, password=cfg.password, **options)
     url = cfg.url
     if url is None:
         from anpr.redis_embedded import start_embedded  # the no-install fallback, not the normal path
 
         url = start_embedded(cfg.data_dir)
     return redis.Redis.from_url(url, **options)
+
+
+def sentinel_address(address: str) -> tuple[str, int]:
+    """`host:port` (validated by RedisConfig) as redis-py wants it; `[::1]:26379` for IPv6."""
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)

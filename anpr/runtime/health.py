@@ -14,8 +14,9 @@ HTTP status 503 ("failing") when capture is lost, so that monitoring reading onl
   `health.loading_max_s`;
 - a camera none of whose frames reached its worker for `health.lane_idle_s` (the camera down or
   never connected, its worker dead or reloading its models), named with its lane and why.
-A camera down for less, Redis away or a growing spool are "degraded" with 200. A camera whose
-recording ended is not lost capture. A process not started yet has no heartbeat age (null).
+A camera down for less, Redis away, a growing spool or another box of the site down (its own
+/health is the one that fails) are "degraded" with 200. A camera whose recording ended is not lost
+capture. A process not started yet has no heartbeat age (null).
 """
 
 from __future__ import annotations
@@ -98,6 +99,8 @@ class HealthSources:
     redis_ok: Callable[[], bool] | None = None  # None: not part of this deployment, not shown
     spool_depth: Callable[[], int] | None = None  # events waiting on disk for Redis
     routes: Callable[[], Sequence[FeedRoute]] | None = None  # None: no per-camera capture check
+    # Every box of a site spread over several: name -> {"up": bool, "cameras": ...} (anpr.run.BoxHeartbeat)
+    site: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None
 
 
 def _probe(fn: Callable[[], Any]) -> tuple[Any, str | None]:
@@ -211,6 +214,15 @@ def health_document(sources: HealthSources, cfg: HealthConfig) -> tuple[int, dic
         body["spool"] = {"depth": depth, "error": error}
         if error is not None or depth:
             problems.append(f"spool holds {depth} events" if error is None else f"spool depth unavailable: {error}")
+    if sources.site is not None:
+        boxes, error = _probe(sources.site)
+        body["site"] = {"boxes": boxes, "error": error}
+        if error is not None:
+            problems.append(f"site boxes unavailable: {error}")
+        for box, doc in sorted((boxes or {}).items()):
+            if not doc["up"]:
+                names = ", ".join(doc["cameras"])
+                problems.append(f"box {box} down: no heartbeat; its cameras {names} are not running")
     status = "failing" if failing else "degraded" if problems else "ok"
     return (503 if failing else 200), {"status": status, "problems": problems, **body}
 
