@@ -395,12 +395,21 @@ def replay(
 
 
 @app.command()
-def run(config: ConfigOpt = None) -> None:
-    """Run every camera of the site live (workers, events stream, health on the configured port)."""
+def run(
+    box: Annotated[
+        str | None,
+        typer.Option(help="run only the cameras of this box (cameras[].box); default: runtime.box, else all"),
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Run every camera of the site (or of this box) live: workers, events stream, health on the configured port."""
     from anpr.run import run_site
 
+    cfg = _config(config)
+    if box is not None:
+        cfg = cfg.model_copy(update={"runtime": cfg.runtime.model_copy(update={"box": box})})
     try:
-        run_site(_config(config))
+        run_site(cfg)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -33,7 +33,7 @@ from redis.sentinel import SentinelConnectionPool
 
 from anpr.config import SPOOL_ROOT, EventsConfig, RedisConfig
 from anpr.keys import Keys
-from anpr.redis_client import connect
+from anpr.redis_client import connect, sentinel_address
 from anpr.schema import PlateEvent
 
 log = logging.getLogger(__name__)
@@ -147,7 +147,8 @@ class SpoolTarget:
     def _sentinel(cls, sentinels: list[str], master: str, prefix: str) -> SpoolTarget:
         """Named by the master's name and the sentinel set, not the primary's address, which moves
         with every failover: the spool stays the same destination's."""
-        return cls(f"sentinel://{','.join(sorted(sentinels))}/{master}", 0, prefix)
+        hosts = sorted(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in map(sentinel_address, sentinels))
+        return cls(f"sentinel://{','.join(hosts)}/{master}", 0, prefix)
 
     @classmethod
     def _from_kwargs(cls, kw: Mapping[str, Any], tls: bool, prefix: str) -> SpoolTarget:

@@ -61,6 +61,10 @@ class Keys:
         """JSON status of one consumer process, with a TTL: absent means dead or stuck."""
         return f"{self.prefix}:consumer:{group}:health:{consumer}"
 
+    def site_box(self, box: str) -> str:
+        """Heartbeat of one box of a site spread over several: JSON of its cameras' states, with a TTL."""
+        return f"{self.prefix}:site:box:{box}"
+
     # -- lane registry (anpr/passes.py) ----------------------------------------------------------
 
     def lane_passes(self, site: str, lane: str) -> str:

@@ -12,7 +12,6 @@ heartbeat has expired.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import logging
@@ -27,6 +26,7 @@ import redis
 
 from anpr.config import AnprConfig, CameraConfig
 from anpr.events import Spool, SpoolTarget
+from anpr.keys import Keys
 from anpr.lane import build_lane_handler
 from anpr.redis_client import connect
 from anpr.runtime.live import Runtime
@@ -58,11 +58,6 @@ def box_cameras(cfg: AnprConfig) -> list[CameraConfig]:
     return cameras
 
 
-def box_key(prefix: str, box: str) -> str:
-    """Heartbeat of one box: JSON of its cameras' states, expiring when the box stops writing it."""
-    return f"{prefix}:site:box:{box}"
-
-
 class BoxHeartbeat:
     """Writes this box's heartbeat every third of its TTL (a thread), and reads every box's for /health."""
 
@@ -91,7 +86,7 @@ class BoxHeartbeat:
         self._thread.join(timeout=5)
         assert self.box is not None
         try:
-            self.client.delete(box_key(self.prefix, self.box))
+            self.client.delete(Keys(self.prefix).site_box(self.box))
         except redis.RedisError as exc:
             log.warning(
                 "could not remove the heartbeat of box %s (it expires in %.0f s): %s", self.box, self.ttl_s, exc
@@ -100,7 +95,7 @@ class BoxHeartbeat:
     def beat(self) -> None:
         assert self.box is not None
         doc = {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time(), "cameras": dict(self.states())}
-        self.client.set(box_key(self.prefix, self.box), json.dumps(doc), px=int(self.ttl_s * 1000))
+        self.client.set(Keys(self.prefix).site_box(self.box), json.dumps(doc), px=int(self.ttl_s * 1000))
 
     def _run(self) -> None:
         failing = False
@@ -120,7 +115,7 @@ class BoxHeartbeat:
     def site(self) -> dict[str, Any]:
         """Every box of the site config: up (with its cameras' states as it last wrote them) or down."""
         boxes = sorted(self.site_cameras)
-        raw = self.client.mget([box_key(self.prefix, b) for b in boxes]) if boxes else []
+        raw = self.client.mget([Keys(self.prefix).site_box(b) for b in boxes]) if boxes else []
         now = time.time()
         doc: dict[str, Any] = {}
         for box, value in zip(boxes, raw, strict=True):
@@ -162,10 +157,8 @@ def run_site(cfg: AnprConfig) -> None:
         functools.partial(build_lane_handler, cfg),
         redis_ok=redis_ok,
         spool_depth=lambda: len(spool.files()),
+        site=heartbeat.site if heartbeat.site_cameras else None,
     )
-    if heartbeat.site_cameras:
-        # The runtime builds its health sources itself; the site view is one more, read per request.
-        runtime._sources = dataclasses.replace(runtime._sources, site=heartbeat.site)
     where = f"site {cfg.site.name}" + (f" box {cfg.runtime.box}" if cfg.runtime.box else "")
     log.info("%s: %d cameras, %d workers", where, len(cameras), cfg.runtime.workers)
     heartbeat.start()

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import FrameType
-from typing import Self
+from typing import Any, Self
 
 from anpr.config import RuntimeConfig
 from anpr.runtime.health import FeedRoute, HealthServer, HealthSources
@@ -44,6 +44,7 @@ class Runtime:
         make_handler: HandlerFactory,
         redis_ok: Callable[[], bool] | None = None,
         spool_depth: Callable[[], int] | None = None,
+        site: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None,
     ) -> None:
         names = [feed.name for feed in cameras]
         if not names or len(set(names)) != len(names):
@@ -51,7 +52,7 @@ class Runtime:
         self._cfg = config
         self._cameras = list(cameras)
         self._make_handler = make_handler
-        self._sources = HealthSources(self.statuses, self.camera_states, redis_ok, spool_depth, self.routes)
+        self._sources = HealthSources(self.statuses, self.camera_states, redis_ok, spool_depth, self.routes, site=site)
         self._supervisor = Supervisor(config)
         self._rings: list[FrameRing] = []
         self._health: HealthServer | None = None

@@ -4,7 +4,10 @@ Box b1 plays the day clip (lane1, front camera), box b2 the truck's rear clip (l
 processes. The publisher (root namespace) delivers to the reference partner receiver, which keeps its
 inbox on the shared Redis under a test prefix (the partner's side). Checked against the clips'
 ground truth (sample_videos/*.json): each vehicle one event, each event once in the stream and once at
-the partner, whatever dies in between.
+the partner, whatever dies in between. Two boxes replaying at once load this 2-core machine enough for
+the odd single-character misread (CMB093 as OMB093): a vehicle counts as found by an event whose plate
+is at most one edit from the truth, paired one to one. What is counted here is loss and duplication;
+reading accuracy is measured elsewhere (docs/accuracy.md).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from anpr.config import REPO_ROOT
 from anpr.exchange.envelope import private_key_pem, public_key_b64
 from anpr.keys import Keys
-from anpr.run import box_key
+from anpr.plates import edit_distance
 
 if TYPE_CHECKING:
     from conftest import SentinelSite
@@ -195,6 +198,19 @@ def crossing(sentinel_site: SentinelSite, tmp_path: Path) -> Iterator[Crossing]:
         r.close()
 
 
+def unmatched(plates: list[str], camera: str) -> tuple[list[str], list[str]]:
+    """Ground-truth plates of `camera` without an event, and events without a vehicle: one to one, one
+    edit allowed (an OCR misread is not a lost or duplicated event)."""
+    missing, extra = [], list(plates)
+    for plate in truth(camera):
+        near = [p for p in extra if edit_distance(p, plate) <= 1]
+        if not near:
+            missing.append(plate)
+            continue
+        extra.remove(min(near, key=lambda p: edit_distance(p, plate)))
+    return missing, extra
+
+
 def by_camera(events: list[dict[str, Any]]) -> dict[str, list[str]]:
     plates: dict[str, list[str]] = {}
     for event in events:
@@ -217,7 +233,10 @@ def test_primary_dies_mid_replay_every_event_once_in_the_stream_and_at_the_partn
 
     ids = [e["event_id"] for e in events]
     assert [i for i, n in Counter(ids).items() if n > 1] == [], "an event is in the stream twice"
-    assert by_camera(events) == {cam: truth(cam) for cam in CAMERAS}, crossing.logs()
+    plates = by_camera(events)
+    assert {cam: unmatched(plates.get(cam, []), cam) for cam in CAMERAS} == {cam: ([], []) for cam in CAMERAS}, (
+        crossing.logs()
+    )
     assert len(events) > before, "the primary died after the last event: nothing crossed the failover"
     delivered = settle(crossing.delivered, quiet_s=4, timeout_s=60)
     assert sorted(delivered) == sorted(ids), "the partner did not get every event exactly once"
@@ -228,7 +247,7 @@ def test_a_dead_box_is_named_and_the_other_box_carries_on(crossing: Crossing) ->
     for box in crossing.boxes:
         wait_for(lambda box=box: crossing.streaming(box), 120, f"box {box}'s camera streaming")  # type: ignore[misc]
     wait_for(lambda: "rear" in by_camera(crossing.events()), 30, "box b2's first event")
-    assert crossing.site.client().get(box_key(crossing.site.prefix, "b2")) is not None
+    assert crossing.site.client().get(Keys(crossing.site.prefix).site_box("b2")) is not None
     crossing.kill_box("b2")
     rear_before = by_camera(crossing.events())["rear"]
 
@@ -242,6 +261,7 @@ def test_a_dead_box_is_named_and_the_other_box_carries_on(crossing: Crossing) ->
 
     wait_for(lambda: crossing.ended("b1"), 90, "box b1's clip to end")
     events = by_camera(settle(crossing.events, quiet_s=6, timeout_s=60))
-    assert events["front"] == truth("front"), crossing.logs()
+    assert unmatched(events["front"], "front") == ([], []), crossing.logs()
     assert events["rear"] == rear_before, "events of a dead box's camera kept coming"
-    assert set(rear_before) < set(truth("rear")), "box b2 died after its last vehicle: nothing was lost to stop"
+    missing, _ = unmatched(rear_before, "rear")
+    assert missing, "box b2 died after its last vehicle: no event of it was left to stop"
