@@ -15,10 +15,16 @@
     (the cameras start once the worker has loaded its models, `runtime.camera_wait_s`). Figures
     cover the last clip-length of each camera's frames, i.e. the clip proper.
 
+--sweep 1-6 runs (d) alone once per camera count and prints one row per count (frames/s and drops per
+camera, vehicles right, capture->XADD, backlog, CPU per frame, peak RSS per process) and the lanes
+this box holds: the largest count with every vehicle right on every camera, p95 capture->XADD <= 1 s
+and no growing backlog (second-half p95 capture->processed at most 1.5x the first half's).
+
 Model loading is outside every timed section. Compare ratios, not absolute times: the machine is
 shared and noisy; the load average is printed with the table.
 
     .venv/bin/python scripts/bench_pipeline.py [--clip sample_videos/lane_day.mp4] [--naive-frames 150]
+    .venv/bin/python scripts/bench_pipeline.py --sweep 1-6
 """
 
 from __future__ import annotations
@@ -235,16 +241,17 @@ def upscaled(clip: Path, preroll_s: float = 0.0) -> Path:
 class TimedLaneHandler(LaneHandler):
     """The live worker's handler, plus what the benchmark needs to see from inside the worker.
 
-    Records each frame's capture and finish times per camera, and each event's deciding moment:
-    the capture time of the frame at which the tracker decided it, or the worker's flush tick
-    when it was decided between frames. Written to `out_dir` when the worker closes.
+    Records each frame's capture, start and finish times per camera (start - capture is the wait in
+    the queue, finish - start the work), and each event's deciding moment: the capture time of the
+    frame at which the tracker decided it, or the worker's flush tick when it was decided between
+    frames. Written to `out_dir` with the lanes' counters when the worker closes.
     """
 
     def __init__(self, cfg: AnprConfig, out_dir: Path) -> None:
         super().__init__(cfg)
         self.out_dir = out_dir
         self._now = utc_now()
-        self.frames: list[tuple[str, float, float]] = []
+        self.frames: list[tuple[str, float, float, float]] = []
         self.decided: dict[str, tuple[str, float]] = {}
 
     def _lane(self, camera: str) -> LaneProcessor:
@@ -259,8 +266,9 @@ class TimedLaneHandler(LaneHandler):
 
     def handle(self, ref: FrameRef, image: np.ndarray) -> None:
         self._now = ref.ts
+        started = time.time()
         super().handle(ref, image)
-        self.frames.append((ref.camera, ref.ts.timestamp(), time.time()))
+        self.frames.append((ref.camera, ref.ts.timestamp(), started, time.time()))
 
     def flush(self, now: Any) -> None:
         self._now = now
@@ -269,7 +277,8 @@ class TimedLaneHandler(LaneHandler):
     def close(self) -> None:
         self._now = utc_now()
         super().close()
-        record = {"frames": self.frames, "decided": self.decided}
+        counters = [[camera, name, total] for (camera, name), total in self.counters().items()]
+        record = {"frames": self.frames, "decided": self.decided, "counters": counters}
         (self.out_dir / f"worker-{os.getpid()}.json").write_text(json.dumps(record))
 
 
@@ -277,7 +286,92 @@ def build_timed_handler(cfg: AnprConfig, out_dir: Path) -> TimedLaneHandler:
     return TimedLaneHandler(cfg, out_dir)
 
 
-def live(clip: Path, cfg: AnprConfig, cameras: int, preroll_s: float, tmp: Path) -> tuple[list[Row], list[str]]:
+def peak_rss_mib(pid: int) -> float | None:
+    """VmHWM, the kernel's own peak resident set of a process: no sampling misses a short peak."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def cpu_s_of(pid: int) -> float | None:
+    """User + system CPU seconds of a live process so far (/proc/PID/stat utime, stime)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class CameraRun:
+    """One live camera's figures over the clip proper."""
+
+    name: str
+    clip_frames: int
+    frames: list[tuple[float, float, float]]  # capture, handle start, done (wall clock), in capture order
+    events: list[PlateEvent]
+    xadd_s: list[float]  # capture -> XADD of each event's deciding moment
+    found: int
+    truth: int
+    spurious: int
+
+    @property
+    def latency_s(self) -> list[float]:
+        return [done - ts for ts, _, done in self.frames]
+
+    @property
+    def dropped(self) -> int:
+        return self.clip_frames - len(self.frames)
+
+    def halves_p95_s(self) -> tuple[float, float] | None:
+        """p95 capture -> processed in the first and second half of the clip proper: a backlog grows."""
+        lat = self.latency_s
+        if len(lat) < 2:
+            return None
+        half = len(lat) // 2
+        return pct(lat[:half], 0.95), pct(lat[half:], 0.95)
+
+    def no_backlog(self) -> bool:
+        halves = self.halves_p95_s()
+        return halves is not None and halves[1] <= 1.5 * halves[0]
+
+
+@dataclass
+class LiveRun:
+    """One run of mode (d) with N cameras."""
+
+    cameras: list[CameraRun]
+    duration_s: float
+    cpu_s: float
+    peak_rss_mib: dict[str, float]  # runtime process name -> its peak RSS
+    process_cpu_s: dict[str, float]  # runtime process name -> its CPU until the cameras' end and the linger
+    reports: dict[str, Any]
+    counters: dict[tuple[str, str], int]
+
+    @property
+    def processed(self) -> int:
+        return sum(len(c.frames) for c in self.cameras)
+
+    @property
+    def xadd_s(self) -> list[float]:
+        return [x for c in self.cameras for x in c.xadd_s]
+
+    def held(self) -> bool:
+        """Every vehicle right on every camera, p95 capture->XADD <= 1 s and no growing backlog."""
+        xadd = self.xadd_s
+        return (
+            all(c.found == c.truth for c in self.cameras)
+            and bool(xadd)
+            and pct(xadd, 0.95) <= 1.0
+            and all(c.no_backlog() for c in self.cameras)
+        )
+
+
+def run_live(clip: Path, cfg: AnprConfig, cameras: int, preroll_s: float, tmp: Path) -> LiveRun:
     from anpr.runtime.live import Runtime
     from anpr.runtime.stages import CameraFeed
 
@@ -291,16 +385,25 @@ def live(clip: Path, cfg: AnprConfig, cameras: int, preroll_s: float, tmp: Path)
         CameraConfig(name=f"cam{i + 1}", source=str(source), lane=f"lane{i + 1}", approach_direction="entry")
         for i in range(cameras)
     ]
-    cfg = with_redis(cfg, prefix, tmp / "spool-live").model_copy(update={"cameras": cams, "runtime": runtime_cfg})
-    out_dir = tmp / "live"
+    cfg = with_redis(cfg, prefix, tmp / f"spool-live-{cameras}").model_copy(
+        update={"cameras": cams, "runtime": runtime_cfg}
+    )
+    out_dir = tmp / f"live-{cameras}"
     out_dir.mkdir()
     runtime = Runtime(
         cfg.runtime, [CameraFeed.live(c) for c in cams], functools.partial(build_timed_handler, cfg, out_dir)
     )
     client = redis.Redis.from_url(REDIS_URL)
-    notes: list[str] = []
     linger_s = cfg.tracker.lost_after_s + 2 * cfg.runtime.flush_interval_s + 1.0
     reports: dict[str, Any] = {}
+    peak: dict[str, float] = {}
+    process_cpu: dict[str, float] = {}
+
+    def sample_rss() -> None:
+        for s in runtime.statuses():
+            if s.pid is not None and s.alive and (mib := peak_rss_mib(s.pid)) is not None:
+                peak[s.name] = max(peak.get(s.name, 0.0), mib)
+                process_cpu[s.name] = cpu_s_of(s.pid) or process_cpu.get(s.name, 0.0)
 
     def cameras_done() -> bool:
         cameras = [s for s in runtime.statuses() if s.kind == "camera"]
@@ -310,8 +413,13 @@ def live(clip: Path, cfg: AnprConfig, cameras: int, preroll_s: float, tmp: Path)
         # A bound in case a camera never reports its end: the clip, its pre-roll and start-up time.
         deadline = time.monotonic() + duration + preroll_s + 120
         while not cameras_done() and time.monotonic() < deadline:
+            sample_rss()
             time.sleep(0.2)
-        time.sleep(linger_s)  # the last tracks end (lost_after_s) and the worker's tick emits them
+        linger_until = time.monotonic() + linger_s  # the last tracks end (lost_after_s), the worker's tick emits them
+        while time.monotonic() < linger_until:
+            sample_rss()
+            time.sleep(0.2)
+        sample_rss()
         reports.update({s.name: s.stats for s in runtime.statuses()})
         runtime.stop()
 
@@ -328,12 +436,15 @@ def live(clip: Path, cfg: AnprConfig, cameras: int, preroll_s: float, tmp: Path)
         client.close()
         drop_keys(prefix)
 
-    frames: list[tuple[str, float, float]] = []
+    frames: list[tuple[str, float, float, float]] = []
     decided: dict[str, tuple[str, float]] = {}
+    counters: dict[tuple[str, str], int] = {}
     for f in out_dir.glob("worker-*.json"):
         data = json.loads(f.read_text())
         frames += [tuple(x) for x in data["frames"]]
         decided.update({k: tuple(v) for k, v in data["decided"].items()})
+        for camera, name, total in data.get("counters", []):
+            counters[(camera, name)] = counters.get((camera, name), 0) + total
     events_by_cam: dict[str, list[PlateEvent]] = {c.name: [] for c in cams}
     xadd_latency: dict[str, list[float]] = {c.name: [] for c in cams}
     for entry_id, fields in entries:
@@ -342,38 +453,129 @@ def live(clip: Path, cfg: AnprConfig, cameras: int, preroll_s: float, tmp: Path)
         if event.event_id in decided:
             xadd_ms = int(entry_id.decode().split("-")[0])
             xadd_latency[event.camera].append(xadd_ms / 1000 - decided[event.event_id][1])
-    rows = []
-    total = 0
+    runs = []
     for cam in cams:
-        mine = sorted((ts, done) for name, ts, done in frames if name == cam.name)
+        mine = sorted((ts, start, done) for name, ts, start, done in frames if name == cam.name)
         if mine:  # the clip proper: the last clip-length of frames (the pre-roll came before)
-            mine = [(ts, done) for ts, done in mine if ts > mine[-1][0] - duration + 0.02]
-        total += len(mine)
-        lat = [done - ts for ts, done in mine]
-        half = len(lat) // 2
-        row = Row(f"(d) live {cam.name}, 1080p 25 fps", len(mine), duration, cpu / cameras)
-        row.found, row.truth, row.spurious = score(events_by_cam[cam.name], truth)
-        if xadd_latency[cam.name]:
-            row.latency_ms = (pct(xadd_latency[cam.name], 0.5) * 1000, pct(xadd_latency[cam.name], 0.95) * 1000)
-        if lat:
-            notes.append(
-                f"(d) {cam.name}: {len(mine)}/{clip_frames} frames processed, {clip_frames - len(mine)} dropped; "
-                f"capture->processed p50 {pct(lat, 0.5) * 1000:.0f} ms, p95 {pct(lat, 0.95) * 1000:.0f} ms; "
-                f"p95 first half {pct(lat[:half] or lat, 0.95) * 1000:.0f} ms, "
-                f"second half {pct(lat[half:], 0.95) * 1000:.0f} ms; "
-                f"events {sorted((e.plate, e.direction.value) for e in events_by_cam[cam.name])}"
+            mine = [f for f in mine if f[0] > mine[-1][0] - duration + 0.02]
+        found, want, spurious = score(events_by_cam[cam.name], truth)
+        runs.append(
+            CameraRun(
+                cam.name, clip_frames, mine, events_by_cam[cam.name], xadd_latency[cam.name], found, want, spurious
             )
+        )
+    return LiveRun(runs, duration, cpu, peak, process_cpu, reports, counters)
+
+
+def live(clip: Path, cfg: AnprConfig, cameras: int, preroll_s: float, tmp: Path) -> tuple[list[Row], list[str]]:
+    """Mode (d): a table row and notes per camera."""
+    run = run_live(clip, cfg, cameras, preroll_s, tmp)
+    rows = []
+    for cam in run.cameras:
+        row = Row(f"(d) live {cam.name}, 1080p 25 fps", len(cam.frames), run.duration_s, run.cpu_s / cameras)
+        row.found, row.truth, row.spurious = cam.found, cam.truth, cam.spurious
+        if cam.xadd_s:
+            row.latency_ms = (pct(cam.xadd_s, 0.5) * 1000, pct(cam.xadd_s, 0.95) * 1000)
         rows.append(row)
-    for name, report in sorted(reports.items()):
+    return rows, live_notes(run)
+
+
+def live_notes(run: LiveRun) -> list[str]:
+    notes = []
+    for cam in run.cameras:
+        lat, halves = cam.latency_s, cam.halves_p95_s()
+        if lat and halves:
+            wait = [start - ts for ts, start, _ in cam.frames]
+            work = [done - start for _, start, done in cam.frames]
+            notes.append(
+                f"(d) {cam.name}: {len(cam.frames)}/{cam.clip_frames} frames processed, {cam.dropped} dropped; "
+                f"capture->processed p50 {pct(lat, 0.5) * 1000:.0f} ms, p95 {pct(lat, 0.95) * 1000:.0f} ms "
+                f"(waiting p50 {pct(wait, 0.5) * 1000:.0f}, handling p50/p95 {pct(work, 0.5) * 1000:.0f}/"
+                f"{pct(work, 0.95) * 1000:.0f} ms); p95 first half {halves[0] * 1000:.0f} ms, "
+                f"second half {halves[1] * 1000:.0f} ms; "
+                f"events {sorted((e.plate, e.direction.value) for e in cam.events)}"
+            )
+    for name, report in sorted(run.reports.items()):
         if report is not None:
             notes.append(
                 f"(d) runtime {name}: frames {report.frames}, dropped {report.dropped}, "
-                f"last interval p50/p95 {_ms(report.latency_p50_s)}/{_ms(report.latency_p95_s)} ms"
+                f"last interval p50/p95 {_ms(report.latency_p50_s)}/{_ms(report.latency_p95_s)} ms, "
+                f"peak RSS {run.peak_rss_mib.get(name, 0):.0f} MiB, CPU {run.process_cpu_s.get(name, 0):.1f} s"
             )
+    per_cam: dict[str, list[str]] = {}
+    for (camera, name), total in sorted(run.counters.items()):
+        if name in ("lane_frames_detected", "lane_frames_held", "lane_frames_skipped", "lane_ocr_calls"):
+            per_cam.setdefault(camera, []).append(f"{name.removeprefix('lane_')} {total}")
+    for camera, parts in per_cam.items():
+        notes.append(f"(d) lane {camera} (whole run, pre-roll included): " + ", ".join(parts))
     notes.append(
-        f"(d) CPU of all runtime processes: {cpu:.1f} s = {cpu / max(total, 1) * 1000:.0f} ms per processed frame"
+        f"(d) CPU of all runtime processes: {run.cpu_s:.1f} s = "
+        f"{run.cpu_s / max(run.processed, 1) * 1000:.0f} ms per processed frame"
     )
-    return rows, notes
+    return notes
+
+
+def parse_sweep(text: str) -> list[int]:
+    """'1-6' or '1,2,4' (or a mix: '1-3,6') -> camera counts."""
+    counts: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.strip().partition("-")
+        counts += range(int(lo), int(hi or lo) + 1)
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"--sweep wants camera counts >= 1 like 1-6 or 1,2,4, not {text!r}")
+    return counts
+
+
+def sweep(clip: Path, cfg: AnprConfig, counts: list[int], preroll_s: float, tmp: Path, console: Console) -> None:
+    """Mode (d) for each N in turn, one row per N, and the lanes this box holds."""
+    start_load = loadavg()
+    runs: list[tuple[int, LiveRun]] = []
+    for n in counts:
+        console.print(f"(d) {n} camera(s) ... load average {loadavg()}")
+        runs.append((n, run_live(clip, cfg, n, preroll_s, tmp)))
+    table = Table(
+        "N",
+        "frames/s per cam min / mean",
+        "dropped % max / mean",
+        "vehicles right",
+        "spurious",
+        "capture->XADD p50 / p95 ms",
+        "capture->processed p95 1st / 2nd half ms (worst cam)",
+        "CPU ms/frame",
+        "peak RSS MiB (max process)",
+        "held",
+        title=f"{clip.name} as N live 1080p 25 fps cameras, load average {start_load} .. {loadavg()}",
+    )
+    for n, run in runs:
+        fps = [len(c.frames) / run.duration_s for c in run.cameras]
+        dropped = [100 * c.dropped / c.clip_frames for c in run.cameras]
+        xadd = run.xadd_s
+        halves = [h for c in run.cameras if (h := c.halves_p95_s()) is not None]
+        worst = max(halves, key=lambda h: h[1] / max(h[0], 1e-9)) if halves else None
+        peak = max(run.peak_rss_mib.items(), key=lambda kv: kv[1], default=("-", 0.0))
+        table.add_row(
+            str(n),
+            f"{min(fps):.1f} / {sum(fps) / n:.1f}",
+            f"{max(dropped):.0f} / {sum(dropped) / n:.0f}",
+            f"{sum(c.found for c in run.cameras)}/{sum(c.truth for c in run.cameras)}"
+            f" ({sum(c.found == c.truth for c in run.cameras)}/{n} cams all)",
+            str(sum(c.spurious for c in run.cameras)),
+            f"{pct(xadd, 0.5) * 1000:.0f} / {pct(xadd, 0.95) * 1000:.0f}" if xadd else "-",
+            f"{worst[0] * 1000:.0f} / {worst[1] * 1000:.0f}" if worst else "-",
+            f"{run.cpu_s / max(run.processed, 1) * 1000:.0f}",
+            f"{peak[1]:.0f} ({peak[0]})",
+            "yes" if run.held() else "no",
+        )
+    console.print(table)
+    for n, run in runs:
+        console.print(f"-- N = {n}")
+        for note in live_notes(run):
+            console.print(note)
+    held = [n for n, run in runs if run.held()]
+    console.print(
+        f"lanes held = {max(held) if held else 0} (largest N with every vehicle right on every camera, "
+        "p95 capture->XADD <= 1 s and no growing backlog: second-half p95 capture->processed <= 1.5x the first half's)"
+    )
 
 
 def _ms(value: float | None) -> str:
@@ -391,9 +593,20 @@ def main() -> None:
     ap.add_argument("--cameras", type=int, default=2, help="live cameras in (d); 0 skips (d)")
     ap.add_argument("--preroll", type=float, default=20.0, help="seconds of still first frame before the live clip")
     ap.add_argument("--ocr-network", choices=["plate_ocr", "english_g2"], help="override the config's OCR network")
+    ap.add_argument(
+        "--sweep",
+        type=parse_sweep,
+        metavar="N-M|N,M,...",
+        help="only (d), once per camera count (1-6 or 1,2,4): one row per count and the lanes held",
+    )
     args = ap.parse_args()
     cfg = load_config(args.config, **({"ocr": {"network": args.ocr_network}} if args.ocr_network else {}))
     console = Console(width=220)
+    if args.sweep:
+        console.print(f"OCR network {cfg.ocr.network}, detector {cfg.detector.backend} {cfg.detector.imgsz}")
+        with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp_name:
+            sweep(args.clip, cfg, args.sweep, args.preroll, Path(tmp_name), console)
+        return
     loads = [f"start {loadavg()}"]
     console.print(
         f"OCR network {cfg.ocr.network}, detector {cfg.detector.backend} {cfg.detector.imgsz}, gate {cfg.gate}"
