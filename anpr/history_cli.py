@@ -37,6 +37,7 @@ SinceOpt = Annotated[
     str | None, typer.Option(help="from this time: ISO date/time (UTC if no zone) or an age like 30m, 12h, 7d")
 ]
 UntilOpt = Annotated[str | None, typer.Option(help="before this time (same forms as --since)")]
+LimitOpt = Annotated[int, typer.Option(min=1, help="newest N")]
 FuzzyOpt = Annotated[bool, typer.Option(help="also look-alikes (O/0, B/8) and one character off")]
 LaneOpt = Annotated[str | None, typer.Option(help="only this lane")]
 DirectionOpt = Annotated[Direction | None, typer.Option(help="entry | exit | unknown")]
@@ -305,7 +306,7 @@ def register(app: typer.Typer, events_app: typer.Typer) -> None:
     def hits_list(
         unacked: Annotated[bool, typer.Option("--unacked", help="only hits nobody acknowledged")] = False,
         since: SinceOpt = None,
-        limit: Annotated[int, typer.Option(min=1, help="newest N")] = 100,
+        limit: LimitOpt = 100,
         as_json: JsonOpt = False,
         config: ConfigOpt = None,
     ) -> None:
@@ -362,7 +363,7 @@ def register(app: typer.Typer, events_app: typer.Typer) -> None:
     def alerts_list(
         unacked: Annotated[bool, typer.Option("--unacked", help="only alerts nobody acknowledged")] = False,
         since: SinceOpt = None,
-        limit: Annotated[int, typer.Option(min=1, help="newest N")] = 100,
+        limit: LimitOpt = 100,
         as_json: JsonOpt = False,
         config: ConfigOpt = None,
     ) -> None:
@@ -427,7 +428,7 @@ def register(app: typer.Typer, events_app: typer.Typer) -> None:
         lane: LaneOpt = None,
         direction: DirectionOpt = None,
         country: CountryOpt = None,
-        limit: Annotated[int, typer.Option(min=1, help="newest N")] = 100,
+        limit: LimitOpt = 100,
         as_json: JsonOpt = False,
         config: ConfigOpt = None,
     ) -> None:
