@@ -201,6 +201,18 @@ def test_search_finds_the_plate_typed_in_cyrillic(ui: Ui, stack: ConsoleStack, l
     context.close()
 
 
+def test_pages_fit_a_phone_without_sideways_scrolling(ui: Ui, stack: ConsoleStack, live: Live) -> None:
+    """A booth screen is tested above; an officer on the road has a phone (390x844)."""
+    context, page = ui.login("super1")
+    page.set_viewport_size({"width": 390, "height": 844})
+    for path in ("/", "/hits", "/search", f"/events/{live.event_id}", "/watchlists", "/system"):
+        page.goto(path)
+        page.wait_for_load_state("load")
+        overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        assert overflow <= 0, f"{path} is {overflow} px wider than a phone"
+    context.close()
+
+
 def test_screenshots_of_lanes_hits_and_event_pages(ui: Ui, stack: ConsoleStack, live: Live) -> None:
     """docs/console.md shows these: the pages at 1366x768 with the replay's passes and hits."""
     SHOTS.mkdir(parents=True, exist_ok=True)
