@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -30,6 +31,15 @@ def _accounts(store: Store, cfg: AnprConfig) -> Accounts:
     from anpr.console.audit import AuditLog
 
     return Accounts(store, cfg.console, AuditLog(store))
+
+
+def _change(cfg: AnprConfig, change: Callable[[Accounts], object]) -> None:
+    """One account change; a refusal (unknown user, weak password...) is one line and exit 2."""
+    with opened(cfg) as store:
+        try:
+            change(_accounts(store, cfg))
+        except ValueError as exc:
+            raise bad(str(exc)) from None
 
 
 def _password(from_stdin: bool) -> str:
@@ -79,11 +89,7 @@ def register(app: typer.Typer) -> None:
             raise bad(f"--role {role!r} is not one of officer, supervisor, admin")
         cfg = _config(config)
         password = _password(password_stdin)
-        with opened(cfg) as store:
-            try:
-                _accounts(store, cfg).add_user(name, Role(role), password, by=_who(by))
-            except ValueError as exc:
-                raise bad(str(exc)) from None
+        _change(cfg, lambda accounts: accounts.add_user(name, Role(role), password, by=_who(by)))
         typer.echo(f"added {role} {name}")
 
     @users_app.command("passwd")
@@ -93,33 +99,19 @@ def register(app: typer.Typer) -> None:
         """Set a user's password; their open sessions end and failed logins are cleared."""
         cfg = _config(config)
         password = _password(password_stdin)
-        with opened(cfg) as store:
-            try:
-                _accounts(store, cfg).set_password(name, password, by=_who(by))
-            except ValueError as exc:
-                raise bad(str(exc)) from None
+        _change(cfg, lambda accounts: accounts.set_password(name, password, by=_who(by)))
         typer.echo(f"password of {name} changed")
 
     @users_app.command("disable")
     def users_disable(name: str, by: ByOpt = None, config: ConfigOpt = None) -> None:
         """Stop a user from logging in; their open sessions end at once."""
-        cfg = _config(config)
-        with opened(cfg) as store:
-            try:
-                _accounts(store, cfg).disable(name, by=_who(by))
-            except ValueError as exc:
-                raise bad(str(exc)) from None
+        _change(_config(config), lambda accounts: accounts.disable(name, by=_who(by)))
         typer.echo(f"{name} disabled")
 
     @users_app.command("enable")
     def users_enable(name: str, by: ByOpt = None, config: ConfigOpt = None) -> None:
         """Let a disabled user log in again."""
-        cfg = _config(config)
-        with opened(cfg) as store:
-            try:
-                _accounts(store, cfg).enable(name, by=_who(by))
-            except ValueError as exc:
-                raise bad(str(exc)) from None
+        _change(_config(config), lambda accounts: accounts.enable(name, by=_who(by)))
         typer.echo(f"{name} enabled")
 
     @users_app.command("list")

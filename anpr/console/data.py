@@ -12,11 +12,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import islice
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import redis
 import sqlalchemy as sa
+from pydantic import BaseModel
 from starlette.requests import Request
 
 from anpr.console.i18n import N_
@@ -27,6 +28,8 @@ from anpr.store import EventQuery, StoreUnavailable, crossing_alerts, one_edit_n
 from anpr.store import events as events_table
 from anpr.store import hits as hits_table
 from anpr.streams import group_lag, text
+
+M = TypeVar("M", bound=BaseModel)
 
 RECENT_HITS = 200  # hits read back from the stream for the Hits page (the archive may lag)
 RECENT_EVENTS = 300  # events read back from the stream for the Lanes page
@@ -110,26 +113,23 @@ def stream_from(console: Console, kinds: Iterable[str]) -> str:
 
 
 def recent_stream_hits(console: Console, count: int = RECENT_HITS) -> list[Hit]:
-    out = []
-    entries: Any = console.redis.xrevrange(console.keys.hits, count=count)
-    for _id, fields in entries:
-        raw = _field(fields, b"hit")
-        if raw is None:
-            continue
-        with contextlib.suppress(ValueError):
-            out.append(Hit.model_validate_json(raw))
-    return out
+    return _recent(console, console.keys.hits, b"hit", Hit, count)
 
 
 def recent_stream_events(console: Console, count: int = RECENT_EVENTS) -> list[PlateEvent]:
-    out = []
-    entries: Any = console.redis.xrevrange(console.keys.events, count=count)
+    return _recent(console, console.keys.events, b"event", PlateEvent, count)
+
+
+def _recent(console: Console, stream: str, field: bytes, model: type[M], count: int) -> list[M]:
+    """The newest entries of a stream, newest first; an unreadable one is skipped (the archive dead-letters it)."""
+    out: list[M] = []
+    entries: Any = console.redis.xrevrange(stream, count=count)
     for _id, fields in entries:
-        raw = _field(fields, b"event")
+        raw = _field(fields, field)
         if raw is None:
             continue
         with contextlib.suppress(ValueError):
-            out.append(PlateEvent.model_validate_json(raw))
+            out.append(model.model_validate_json(raw))
     return out
 
 
