@@ -44,6 +44,7 @@ import cv2
 import numpy as np
 
 from anpr.config import CameraConfig
+from anpr.motion import RATE_SLACK
 from anpr.schema import Frame
 
 __all__ = [
@@ -110,6 +111,7 @@ class CaptureStats:
     state: CameraState
     frames: int  # frames the source produced (the next Frame.seq)
     dropped: int  # live: frames replaced by a newer one before any consumer took them
+    skipped: int  # decoded but never converted to BGR: over the rate cap (`max_fps`), by design
     corrupt: int  # undecodable frames and unreadable images, skipped
     reconnects: int  # reopen attempts after the first open; rising = the camera keeps failing
     last_frame_age_s: float | None  # seconds since the newest frame; None before the first
@@ -168,6 +170,7 @@ class _Status:
         self.state = CameraState.CONNECTING
         self.frames = 0
         self.dropped = 0
+        self.skipped = 0
         self.corrupt = 0
         self.reconnects = 0
         self.last_frame_at: float | None = None  # time.monotonic()
@@ -179,6 +182,10 @@ class _Status:
             self.state = state
             if error is not None:
                 self.last_error = error
+
+    def count_skipped(self) -> None:
+        with self.lock:
+            self.skipped += 1
 
     def count_corrupt(self, n: int) -> None:
         if n:
@@ -197,7 +204,9 @@ class _Status:
                 and age > self._stall_after_s
             ):
                 state = CameraState.STALLED
-            return CaptureStats(state, self.frames, self.dropped, self.corrupt, self.reconnects, age, self.last_error)
+            return CaptureStats(
+                state, self.frames, self.dropped, self.skipped, self.corrupt, self.reconnects, age, self.last_error
+            )
 
 
 # -- opening sources ---------------------------------------------------------------------------
@@ -253,8 +262,9 @@ class _StreamLost(Exception):
     """An open live capture stopped delivering; the reader reconnects."""
 
 
-def _open(cfg: CameraConfig, kind: _Kind, status: _Status) -> _Reader:
-    """Open the source, or raise CaptureError saying why and what to fix."""
+def _open(cfg: CameraConfig, kind: _Kind, status: _Status, max_fps: float = 0.0) -> _Reader:
+    """Open the source, or raise CaptureError saying why and what to fix. `max_fps` > 0 caps the
+    frames a video yields (`_VideoReader`); an image folder yields every image."""
     if kind is _Kind.FOLDER:
         return _FolderReader(cfg, status)
     if kind is _Kind.FILE:
@@ -270,7 +280,7 @@ def _open(cfg: CameraConfig, kind: _Kind, status: _Status) -> _Reader:
                 f"{path} is not a readable video: corrupt, cut off before its index "
                 "(an interrupted recording), or a format FFmpeg cannot decode; re-copy or re-export it",
             )
-        return _VideoReader(cap, cfg, live=False, status=status)
+        return _VideoReader(cap, cfg, live=False, status=status, max_fps=max_fps)
     timeouts = [
         cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
         cfg.open_timeout_ms,
@@ -285,14 +295,14 @@ def _open(cfg: CameraConfig, kind: _Kind, status: _Status) -> _Reader:
                 f"cannot open video device {cfg.source} (is /dev/video{cfg.source} "
                 "there, readable by this user, and not held by another process?)",
             )
-        return _VideoReader(cap, cfg, live=True, status=status)
+        return _VideoReader(cap, cfg, live=True, status=status, max_fps=max_fps)
     _set_ffmpeg_backstop(cfg)
     started = time.monotonic()
     cap = _video_capture(cfg.source, cv2.CAP_FFMPEG, timeouts)
     if cap is None:
         why = _diagnose(cfg, time.monotonic() - started)
         raise CaptureError(cfg.name, f"cannot open {_redact(cfg.source)}: {why}")
-    return _VideoReader(cap, cfg, live=True, status=status)
+    return _VideoReader(cap, cfg, live=True, status=status, max_fps=max_fps)
 
 
 def _video_capture(target: str | int, api: int, params: list[int]) -> cv2.VideoCapture | None:
@@ -356,9 +366,17 @@ def _diagnose(cfg: CameraConfig, waited_s: float) -> str:
 
 
 class _VideoReader:
-    """A cv2.VideoCapture read frame by frame, telling corrupt frames, lost streams and the end apart."""
+    """A cv2.VideoCapture read frame by frame, telling corrupt frames, lost streams and the end apart.
 
-    def __init__(self, cap: cv2.VideoCapture, cfg: CameraConfig, live: bool, status: _Status) -> None:
+    With `max_fps` > 0 it yields at most that many frames per second of the stream's own clock and
+    the others are decoded (H.264 needs every frame) but never converted to BGR nor passed on: the
+    lane's detector gate would skip them anyway (gate.detect_fps), and at 1080p the conversion, the
+    frame ring's copies and the worker's look at a frame cost more than the decoding itself.
+    """
+
+    def __init__(
+        self, cap: cv2.VideoCapture, cfg: CameraConfig, live: bool, status: _Status, max_fps: float = 0.0
+    ) -> None:
         self._cap = cap
         self._name = cfg.name
         self._source = _redact(cfg.source)
@@ -372,6 +390,9 @@ class _VideoReader:
         self._read_timeout_s = cfg.read_timeout_ms / 1000 if live else None
         self._seen = 0  # frames decoded or skipped as corrupt
         self._pos: float | None = None
+        # The detector gate's own slack (anpr.motion): a frame a few ms early is still due.
+        self._min_gap_s = RATE_SLACK / max_fps if max_fps > 0 else 0.0
+        self._due_s: float | None = None  # stream position from which the next frame is due
 
     def read(self) -> tuple[np.ndarray, float] | None:
         failed = 0
@@ -383,11 +404,23 @@ class _VideoReader:
                 # FFmpeg's read timeout fired: a frame grab() still returns comes out of the
                 # decoder's buffer, not from the camera, and the connection is not to be trusted.
                 raise _StreamLost(f"no data for {waited:.1f} s (read timeout): camera frozen or network down")
+            pos = None
+            if grabbed and self._min_gap_s:
+                pos = self._position(failed)
+                if self._due_s is not None and pos < self._due_s:
+                    self._status.count_corrupt(failed)
+                    self._status.count_skipped()
+                    self._seen += failed + 1
+                    failed = 0
+                    continue
             image = self._retrieve() if grabbed else None
             if image is not None:
                 self._status.count_corrupt(failed)
                 self._seen += failed + 1
-                return image, self._position(failed)
+                if pos is None:
+                    return image, self._position(failed)
+                self._due_s = pos + self._min_gap_s
+                return image, pos
             if not grabbed and self._expected is not None and self._seen >= self._expected:
                 return None
             failed += 1
@@ -471,16 +504,18 @@ class LiveReader(FrameSource):
 
     Iterating yields each new frame once; frames that arrive while the consumer is busy replace
     each other in a one-frame slot and count as dropped. A recording given as the source plays in
-    real time, as a camera would, and ends (state ENDED).
+    real time, as a camera would, and ends (state ENDED). `max_fps` > 0: at most that many frames a
+    second are passed on, the others decoded and counted as skipped (`_VideoReader`).
     """
 
-    def __init__(self, cfg: CameraConfig) -> None:
+    def __init__(self, cfg: CameraConfig, max_fps: float = 0.0) -> None:
         self.camera = cfg.name
         self._cfg = cfg
         self._kind = _kind(cfg)
         # A camera that cannot be reached now may be back in a minute; a recording never will.
         self._status = _Status(cfg.stall_after_s if self._kind.is_live else None)
-        self._first = None if self._kind.is_live else _open(cfg, self._kind, self._status)
+        self._max_fps = max_fps
+        self._first = None if self._kind.is_live else _open(cfg, self._kind, self._status, max_fps)
         self._cond = threading.Condition(self._status.lock)
         self._slot: Frame | None = None
         self._taken_seq = -1
@@ -572,7 +607,7 @@ class LiveReader(FrameSource):
 
     def _attempt(self) -> bool:
         """Open the source and publish its frames: True when it ended, False when asked to stop."""
-        reader = self._first or _open(self._cfg, self._kind, self._status)
+        reader = self._first or _open(self._cfg, self._kind, self._status, self._max_fps)
         self._first = None
         try:
             return self._pump(reader)
@@ -619,9 +654,13 @@ class ReplayReader(FrameSource):
     Timestamps are `start_time` (default: when the reader was opened) + the frame's position in
     the file; pass a fixed `start_time` for the same timestamps, and so the same event ids, on
     every run. A file that turns out damaged part-way raises CaptureError where decoding stops.
+    `max_fps` > 0 yields at most that many frames per second of the recording (`_VideoReader`): the
+    same frames the lane's detector gate would look at, so a replay decides the same.
     """
 
-    def __init__(self, cfg: CameraConfig, realtime: bool = False, start_time: datetime | None = None) -> None:
+    def __init__(
+        self, cfg: CameraConfig, realtime: bool = False, start_time: datetime | None = None, max_fps: float = 0.0
+    ) -> None:
         kind = _kind(cfg)
         if kind.is_live:
             raise CaptureError(
@@ -633,7 +672,7 @@ class ReplayReader(FrameSource):
         self._realtime = realtime
         self._start_time = start_time if start_time is not None else datetime.now(UTC)
         self._status = _Status(stall_after_s=None)
-        self._reader = _open(cfg, kind, self._status)
+        self._reader = _open(cfg, kind, self._status, max_fps)
         self._closed = False
         self._read_lock = threading.Lock()  # close() must not release the capture under a grab()
 

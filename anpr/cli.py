@@ -339,7 +339,7 @@ def replay(
                     realtime=realtime,
                     start_time=clock,
                     on_event=show,
-                    on_frame=lambda task=task: progress.advance(task),  # type: ignore[misc]
+                    on_frame=lambda n, task=task: progress.advance(task, n),  # type: ignore[misc]
                 )
             except CaptureError as exc:  # could not be opened after all (changed since the check)
                 errors[video] = str(exc)
@@ -365,8 +365,8 @@ def replay(
         st, n = result.stats, result.outcomes
         summary.add_row(
             video.name,
-            str(st.frames),
-            f"{st.frames / took:.1f}" if took > 0 else "-",
+            str(result.frames),
+            f"{result.frames / took:.1f}" if took > 0 else "-",
             str(st.detections),
             str(st.ocr_calls),
             str(len(result.events)),

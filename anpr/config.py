@@ -76,7 +76,8 @@ class GateConfig(Strict):
         description="look at most this many frames a second per camera (0: every frame); the tracker bridges "
         "the gaps (tracker.max_jump). Lower saves CPU in proportion (5 on a 25 fps camera: 1 frame in 5; "
         "sample clips: same tracks and directions as every frame, docs/performance.md); too low and a "
-        "vehicle faster than the booth approach moves more than max_jump plate widths between looks",
+        "vehicle faster than the booth approach moves more than max_jump plate widths between looks. Cameras "
+        "and replays apply it at capture: the other frames are decoded but never converted nor passed on",
     )
     motion_threshold: float = Field(
         default=0.002,

@@ -27,7 +27,7 @@ from anpr.config import GateConfig
 
 # Slack on the rate cap: frame timestamps jitter (container rounding, capture thread), and a
 # frame 1 % early must not wait for the next one, which would halve the rate.
-_RATE_SLACK = 0.9
+RATE_SLACK = 0.9
 
 
 def changed_fraction(a: np.ndarray, b: np.ndarray, pixel_delta: int, mask: np.ndarray | None) -> float:
@@ -89,7 +89,7 @@ class DetectGate:
         if (
             cfg.detect_fps > 0
             and self._last_looked is not None
-            and (ts - self._last_looked).total_seconds() < _RATE_SLACK / cfg.detect_fps
+            and (ts - self._last_looked).total_seconds() < RATE_SLACK / cfg.detect_fps
         ):
             return FrameAction.SKIP
         self._last_looked = ts

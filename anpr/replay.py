@@ -39,6 +39,7 @@ class ReplayResult:
     events: list[PlateEvent] = field(default_factory=list)
     outcomes: Counter[Outcome] = field(default_factory=Counter)
     stats: LaneStats = field(default_factory=LaneStats)
+    frames: int = 0  # decoded from the file, the ones over the rate cap (never passed on) included
     ended: datetime | None = None  # timestamp of the last frame
     error: str | None = None
 
@@ -88,12 +89,14 @@ def replay(
     realtime: bool = False,
     start_time: datetime | None = None,
     on_event: Callable[[PlateEvent, Outcome], None] | None = None,
-    on_frame: Callable[[], None] | None = None,
+    on_frame: Callable[[int], None] | None = None,
 ) -> ReplayResult:
     """Run one recording end to end; raises CaptureError for a file that cannot be opened.
 
     A file that fails part-way does not raise: its result holds the error and the events decided from
-    the frames before it. `on_event` sees each event as stored in the stream, and its outcome.
+    the frames before it. `on_event` sees each event as stored in the stream, and its outcome;
+    `on_frame` how many more frames of the file were decoded (those over gate.detect_fps are decoded
+    but never passed on, as a live camera does: anpr.capture).
     """
     cam = camera_for(video, cfg, camera)
     result = ReplayResult(video)
@@ -107,15 +110,18 @@ def replay(
     lane = LaneProcessor(recognizer, cam, cfg, sink, PassRegistry.from_config(cfg))
     previous, sink.on_publish = sink.on_publish, collect
     try:
-        with ReplayReader(cam, realtime=realtime, start_time=start_time) as reader:
+        with ReplayReader(cam, realtime=realtime, start_time=start_time, max_fps=cfg.gate.detect_fps) as reader:
             try:
                 for frame in reader:
                     lane.process(frame.ts, frame.image)
                     result.ended = frame.ts
+                    decoded = reader.stats.frames + reader.stats.skipped
                     if on_frame is not None:
-                        on_frame()
+                        on_frame(decoded - result.frames)
+                    result.frames = decoded
             except CaptureError as exc:
                 result.error = str(exc)
+            result.frames = reader.stats.frames + reader.stats.skipped
         if result.ended is not None:
             lane.finish(result.ended + timedelta(seconds=cfg.tracker.lost_after_s))
         sink.drain()

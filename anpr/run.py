@@ -153,7 +153,7 @@ def run_site(cfg: AnprConfig) -> None:
     heartbeat = BoxHeartbeat(cfg, client, camera_states)
     runtime = Runtime(
         cfg.runtime,
-        [CameraFeed.live(c) for c in cameras],
+        [CameraFeed.live(c, cfg.gate.detect_fps) for c in cameras],
         functools.partial(build_lane_handler, cfg),
         redis_ok=redis_ok,
         spool_depth=lambda: len(spool.files()),

@@ -110,9 +110,10 @@ class CameraFeed:
     warm: Callable[[], None] | None = None
 
     @classmethod
-    def live(cls, cfg: CameraConfig) -> CameraFeed:
-        """The camera read by anpr.capture.LiveReader (newest frame kept, reconnects on failure)."""
-        return cls(cfg.name, _LiveOpener(cfg), cfg.lane or "", _import_capture)
+    def live(cls, cfg: CameraConfig, max_fps: float = 0.0) -> CameraFeed:
+        """The camera read by anpr.capture.LiveReader (newest frame kept, reconnects on failure),
+        passing on at most `max_fps` frames a second (0: all; the runtime gives gate.detect_fps)."""
+        return cls(cfg.name, _LiveOpener(cfg, max_fps), cfg.lane or "", _import_capture)
 
 
 def _import_capture() -> None:
@@ -124,11 +125,12 @@ class _LiveOpener:
     """Picklable opener that imports OpenCV only in the camera process."""
 
     cfg: CameraConfig
+    max_fps: float = 0.0
 
     def __call__(self) -> FrameFeed:
         from anpr.capture import LiveReader
 
-        return LiveReader(self.cfg)
+        return LiveReader(self.cfg, self.max_fps)
 
 
 class Inbox:

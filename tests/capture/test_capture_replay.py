@@ -192,3 +192,28 @@ def test_stopping_a_replay_part_way_releases_it(clips: Path) -> None:
     source.close()  # the loop left the generator suspended: close() is what ends it
     assert (source.stats.state, source.stats.frames) == (CameraState.STOPPED, 5)
     assert list(source) == []
+
+
+@pytest.mark.parametrize("name", ["clip.mp4", "clip.h264"])
+def test_rate_cap_passes_on_one_frame_per_interval_and_counts_the_rest_as_skipped(clips: Path, name: str) -> None:
+    """max_fps 5 on a 25 fps file: every 5th frame, at its own position; the others decoded, counted, not yielded."""
+    reader = ReplayReader(CameraConfig(name="cam", source=str(clips / name)), start_time=START, max_fps=5)
+    got = list(reader)
+    total = 100 if name == "clip.mp4" else 250
+
+    assert [frame_index(f.image) for f in got] == list(range(0, total, 5))
+    assert all(close_to(f.ts, at(frame_index(f.image) / FPS)) for f in got)
+    assert [f.seq for f in got] == list(range(len(got)))
+    assert reader.stats.frames == len(got) and reader.stats.skipped == total - len(got)
+    assert reader.stats.state is CameraState.ENDED
+
+
+def test_rate_cap_on_a_recording_played_live(tmp_path: Path) -> None:
+    clip = write_clip(tmp_path / "short.mp4", 25)
+    with LiveReader(CameraConfig(name="cam", source=str(clip)), max_fps=5) as camera:
+        got = list(camera)
+        stats = camera.stats
+
+    assert stats.state is CameraState.ENDED and stats.frames == 5 and stats.skipped == 20
+    assert [frame_index(f.image) for f in got] == sorted({frame_index(f.image) for f in got} & {0, 5, 10, 15, 20})
+    assert len(got) + stats.dropped == 5
