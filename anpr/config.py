@@ -49,6 +49,11 @@ class DetectorConfig(Strict):
         "of the imgsz square: detections ~1.5x faster, but the openalpr-us and ua-plates photos lost 8 exact "
         "reads and gained 3 of 243 (docs/accuracy.md); the detector was trained on squares",
     )
+    precision: Literal["f32", "int8"] = Field(
+        default="f32",
+        description="openvino backend only: int8 runs models/plate_detector_b_int8.xml, detector B quantised "
+        "by scripts/quantize_detector.py (docs/performance.md, Detector); the torch backend ignores it",
+    )
     confidence: float = Field(
         default=0.25, ge=0.01, le=0.99, description="lower finds more plates and more false boxes"
     )

@@ -20,7 +20,16 @@ from typing import Any, Protocol
 import numpy as np
 
 from anpr.config import DetectorConfig
-from anpr.models import ModelError, detector_weights, enforce_offline, openvino_f32_config, sha256_of
+from anpr.models import (
+    DETECTOR_B,
+    DETECTOR_B_INT8,
+    ModelError,
+    detector_weights,
+    enforce_offline,
+    openvino_f32_config,
+    sha256_of,
+    verify_model_file,
+)
 from anpr.schema import Box, PlateDetection
 
 log = logging.getLogger(__name__)
@@ -108,13 +117,12 @@ class OpenVinoDetector:
         import openvino as ov
 
         self.cfg = cfg
-        export = openvino_export(cfg)
-        xml = next(export.glob("*.xml"))
+        xml = int8_model(cfg) if cfg.precision == "int8" else next(openvino_export(cfg).glob("*.xml"))
         core = ov.Core()
         model = core.read_model(xml)
         shape = model.input(0).get_partial_shape()
         if shape.rank.is_dynamic or len(shape) != 4 or not (shape[2].is_dynamic and shape[3].is_dynamic):
-            raise ModelError(f"{xml} takes input {shape}, expected [?,3,?,?] (a dynamic export); delete {export}")
+            raise ModelError(f"{xml} takes input {shape}, expected [?,3,?,?] (a dynamic export); delete {xml.parent}")
         self.imgsz = cfg.imgsz
         settings = openvino_f32_config(INFERENCE_NUM_THREADS=cfg.threads, **compile_cache(cfg.cache_dir))
         compiled = core.compile_model(model, "CPU", settings)
@@ -262,6 +270,21 @@ def openvino_export(cfg: DetectorConfig) -> Path:
     exported.rename(out)
     shutil.rmtree(work, ignore_errors=True)
     return out
+
+
+def int8_model(cfg: DetectorConfig) -> Path:
+    """The committed INT8 IR of `cfg.weights` (`detector.precision: int8`), its .xml and .bin verified.
+
+    Only the pinned detector B has one (scripts/quantize_detector.py makes it): other weights are an
+    error rather than a silent fall back to f32. The IR takes any input shape, so `imgsz` and `rect`
+    apply as they do in f32 (it was calibrated at 640, square and 16:9 rectangle).
+    """
+    weights = detector_weights(cfg.weights)
+    xml = weights.with_name(f"{weights.stem}_int8.xml")
+    if weights.name != DETECTOR_B.name or xml.name != DETECTOR_B_INT8.name:
+        raise ModelError(f"detector.precision int8 needs {DETECTOR_B.name}'s weights, not {weights.name}; use f32")
+    verify_model_file(xml.with_suffix(".bin"))
+    return verify_model_file(xml)
 
 
 def make_detector(cfg: DetectorConfig) -> PlateDetector:

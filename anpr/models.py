@@ -33,6 +33,18 @@ DETECTOR_B = ModelFile(
     "8ec3b254a6c87610f037a90957462cafa11a9c03224e33a28c6a1d1ac2ac51b0",
     "models/ (from pyplatex==0.0.5, MIT)",
 )
+# Detector B quantised to INT8 by scripts/quantize_detector.py (NNCF, calibrated on training photos and
+# sample clip frames only), OpenVINO IR with a dynamic input: `detector.precision: int8`.
+DETECTOR_B_INT8 = ModelFile(
+    "plate_detector_b_int8.xml",
+    "3385adb20a3e342532cb5efa23a36c5c06a4a6983f13fb1442cb8d99ace4e922",
+    "models/ (scripts/quantize_detector.py from plate_detector_b.pt, MIT), see models/README.md",
+)
+DETECTOR_B_INT8_WEIGHTS = ModelFile(
+    "plate_detector_b_int8.bin",
+    "c51b51bb88dda1d80ec92bdd4d5a3054de9743feeb58267af8c26cc5ea2e3a5b",
+    "models/ (scripts/quantize_detector.py from plate_detector_b.pt, MIT), see models/README.md",
+)
 EASYOCR_FILES = {
     "craft_mlt_25k.pth": ModelFile(
         "craft_mlt_25k.pth",
@@ -87,6 +99,8 @@ PINNED_BY_NAME = {
     CCT_OCR.name: CCT_OCR,
     CCT_OCR_CONFIG.name: CCT_OCR_CONFIG,
     DETECTOR_B.name: DETECTOR_B,
+    DETECTOR_B_INT8.name: DETECTOR_B_INT8,
+    DETECTOR_B_INT8_WEIGHTS.name: DETECTOR_B_INT8_WEIGHTS,
     PLATE_OCR.name: PLATE_OCR,
     PLATE_OCR_SMALL.name: PLATE_OCR_SMALL,
     PLATE_OCR_BASE.name: PLATE_OCR_BASE,
