@@ -129,7 +129,9 @@ def read(
             typer.echo(f"error: {empty}", err=True)
             inputs.append((given, empty))
         inputs.extend((p, None) for p in found)
-    recognizer = PlateRecognizer.from_config(cfg) if any(problem is None for _, problem in inputs) else None
+    recognizer = (
+        PlateRecognizer.from_config(cfg, photos=True) if any(problem is None for _, problem in inputs) else None
+    )
     console = _console()
     table = Table("image", "plate", "country", "confidence", "box", "error")
     failed = False
@@ -197,7 +199,7 @@ def eval_(
             typer.echo(f"--countries: {exc.errors()[0]['msg']}", err=True)
             raise typer.Exit(2) from None
         cfg = cfg.model_copy(update={"plates": plates})
-    recognizer = PlateRecognizer.from_config(cfg)
+    recognizer = PlateRecognizer.from_config(cfg, photos=True)
     console = _console()
     summary = Table(
         "dataset",

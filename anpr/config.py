@@ -50,9 +50,16 @@ class DetectorConfig(Strict):
         "reads and gained 3 of 243 (docs/accuracy.md); the detector was trained on squares",
     )
     precision: Literal["f32", "int8"] = Field(
+        default="int8",
+        description="video (live lanes, anpr replay), openvino backend only: int8 runs "
+        "models/plate_detector_b_int8.xml, detector B quantised by scripts/quantize_detector.py, ~2x faster "
+        "than f32 with the same boxes to a few pixels: the lanes a box holds (docs/performance.md). A vehicle "
+        "is seen many times, the tracker reads its best crop. Other weights than plate_detector_b.pt need f32",
+    )
+    photo_precision: Literal["f32", "int8"] = Field(
         default="f32",
-        description="openvino backend only: int8 runs models/plate_detector_b_int8.xml, detector B quantised "
-        "by scripts/quantize_detector.py (docs/performance.md, Detector); the torch backend ignores it",
+        description="photos (anpr read, anpr eval): one look per plate, so f32's exact boxes are worth its "
+        "time; int8 read 4 fewer of 222 openalpr-us photos exactly (docs/performance.md, Detector)",
     )
     confidence: float = Field(
         default=0.25, ge=0.01, le=0.99, description="lower finds more plates and more false boxes"

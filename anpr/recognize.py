@@ -34,8 +34,13 @@ class PlateRecognizer:
     cfg: AnprConfig
 
     @classmethod
-    def from_config(cls, cfg: AnprConfig) -> PlateRecognizer:
-        return cls(make_detector(cfg.detector), make_reader(cfg.ocr), cfg)
+    def from_config(cls, cfg: AnprConfig, photos: bool = False) -> PlateRecognizer:
+        """The configured detector and reader; `photos`: the detector in `detector.photo_precision`
+        (anpr read and eval), else in `detector.precision` (video)."""
+        detector = cfg.detector
+        if photos:
+            detector = detector.model_copy(update={"precision": detector.photo_precision})
+        return cls(make_detector(detector), make_reader(cfg.ocr), cfg)
 
     def crop(self, image: np.ndarray, box: Box) -> np.ndarray:
         """Padded crop: detector boxes often cut off the first/last character."""

@@ -211,11 +211,12 @@ def ours(clip: Path, cfg: AnprConfig, tmp: Path) -> Row:
     finally:
         drop_keys(prefix)
     st = result.stats
-    row = Row("(b) ours: anpr replay", st.frames, wall, cpu)
+    row = Row("(b) ours: anpr replay", result.frames, wall, cpu)
     row.found, row.truth, row.spurious = score(result.events, truth)
     row.notes.append(
-        f"(b) frames {st.frames}: detector on {st.detected_frames}, held {st.held_frames}, "
-        f"skipped {st.frames - st.detected_frames - st.held_frames}; OCR calls {st.ocr_calls}; "
+        f"(b) frames {result.frames}: {result.frames - st.frames} over the rate cap (decoded only), "
+        f"detector on {st.detected_frames}, held {st.held_frames}, "
+        f"skipped by the gate {st.frames - st.detected_frames - st.held_frames}; OCR calls {st.ocr_calls}; "
         f"events {sorted((e.plate, e.direction.value) for e in result.events)}"
     )
     return row
@@ -614,6 +615,8 @@ def main() -> None:
     ap.add_argument("--cameras", type=int, default=2, help="live cameras in (d); 0 skips (d)")
     ap.add_argument("--preroll", type=float, default=20.0, help="seconds of still first frame before the live clip")
     ap.add_argument("--ocr-network", choices=["plate_ocr", "english_g2"], help="override the config's OCR network")
+    ap.add_argument("--workers", type=int, help="override runtime.workers for (d): a site runs one per core")
+    ap.add_argument("--precision", choices=["f32", "int8"], help="override detector.precision (video)")
     ap.add_argument(
         "--sweep",
         type=parse_sweep,
@@ -621,10 +624,19 @@ def main() -> None:
         help="only (d), once per camera count (1-6 or 1,2,4): one row per count and the lanes held",
     )
     args = ap.parse_args()
-    cfg = load_config(args.config, **({"ocr": {"network": args.ocr_network}} if args.ocr_network else {}))
+    cfg = load_config(args.config)
+    if args.ocr_network:
+        cfg = cfg.model_copy(update={"ocr": cfg.ocr.model_copy(update={"network": args.ocr_network})})
+    if args.precision:
+        cfg = cfg.model_copy(update={"detector": cfg.detector.model_copy(update={"precision": args.precision})})
+    if args.workers:
+        cfg = cfg.model_copy(update={"runtime": cfg.runtime.model_copy(update={"workers": args.workers})})
     console = Console(width=220)
+    console.print(
+        f"OCR network {cfg.ocr.network}, detector {cfg.detector.backend} {cfg.detector.imgsz} "
+        f"{cfg.detector.precision}, {cfg.runtime.workers} worker(s)"
+    )
     if args.sweep:
-        console.print(f"OCR network {cfg.ocr.network}, detector {cfg.detector.backend} {cfg.detector.imgsz}")
         with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp_name:
             sweep(args.clip, cfg, args.sweep, args.preroll, Path(tmp_name), console)
         return

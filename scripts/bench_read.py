@@ -70,7 +70,12 @@ def measure(n_crops: int, n_photos: int) -> dict[str, list[float]]:
     from anpr.config import load_config
     from anpr.recognize import PlateRecognizer
 
-    rec = PlateRecognizer.from_config(load_config())
+    cfg = load_config()
+    if hasattr(cfg.detector, "photo_precision"):  # photos' detector (a baseline revision may predate it)
+        cfg = cfg.model_copy(
+            update={"detector": cfg.detector.model_copy(update={"precision": cfg.detector.photo_precision})}
+        )
+    rec = PlateRecognizer.from_config(cfg)
     reader = rec.reader
     read = (lambda c: reader.read_batch([c])) if hasattr(reader, "read_batch") else reader.read
     out: dict[str, list[float]] = {"ocr": [], "photo": []}
@@ -95,8 +100,10 @@ def side(tree: Path, args: argparse.Namespace) -> dict[str, list[float]]:
     code = f"import json, sys; sys.path.insert(0, {str(REPO / 'scripts')!r}); from bench_read import measure; "
     code += f"print(json.dumps(measure({args.crops}, {args.photos})))"
     done = subprocess.run(
-        [sys.executable, "-c", code], env=baseline.env(tree), cwd=tree, capture_output=True, text=True, check=True
+        [sys.executable, "-c", code], env=baseline.env(tree), cwd=tree, capture_output=True, text=True
     )
+    if done.returncode:
+        raise SystemExit(f"measuring {tree} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

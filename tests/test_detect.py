@@ -121,7 +121,7 @@ def assert_same_detections(ours: list[PlateDetection], theirs: list[PlateDetecti
 @pytest.mark.slow
 @pytest.mark.parametrize("rect", [False, True])
 def test_openvino_detector_gives_torch_boxes(rect: bool) -> None:
-    cfg = DetectorConfig(backend="openvino", rect=rect)
+    cfg = DetectorConfig(backend="openvino", rect=rect, precision="f32")
     ours, theirs = OpenVinoDetector(cfg), UltralyticsDetector(cfg.model_copy(update={"backend": "torch"}))
     # The lowest confidence allowed leaves many overlapping candidates, so NMS decides more.
     low = cfg.model_copy(update={"confidence": 0.01, "iou": 0.3})
@@ -169,14 +169,15 @@ def test_yolo_boxes_are_ultralytics_nms(classes: int) -> None:
 
 
 @pytest.mark.slow
-def test_openvino_detector_imports_neither_torch_nor_ultralytics() -> None:
+@pytest.mark.parametrize("precision", ["f32", "int8"])
+def test_openvino_detector_imports_neither_torch_nor_ultralytics(precision: str) -> None:
     openvino_export(DetectorConfig(backend="openvino"))  # the export exists, as after `anpr models export`
     code = f"""
 import json, sys
 import cv2
 from anpr.config import DetectorConfig
 from anpr.detect import make_detector
-detector = make_detector(DetectorConfig(backend="openvino"))
+detector = make_detector(DetectorConfig(backend="openvino", precision={precision!r}))
 found = detector.detect(cv2.imread({str(SAMPLES / "sample_plate.jpg")!r}))
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in {{"torch", "torchvision", "ultralytics"}})
 print(json.dumps({{"detector": type(detector).__name__, "found": len(found), "heavy": heavy}}))
@@ -213,7 +214,7 @@ def test_int8_detector_gives_f32_boxes(rect: bool) -> None:
     on the sample photo and clip frames, each at IoU >= 0.9 with an f32 box on the frames (0.95-0.99
     measured). The photo's plate is 55 px tall and int8's box ~3 px taller at top and bottom: IoU 0.88
     measured, held to 0.85. Over the evaluation photos: docs/performance.md, Detector."""
-    cfg = DetectorConfig(rect=rect)
+    cfg = DetectorConfig(rect=rect, precision="f32")
     f32, int8 = OpenVinoDetector(cfg), OpenVinoDetector(cfg.model_copy(update={"precision": "int8"}))
     photo = cv2.imread(str(SAMPLES / "sample_plate.jpg"))
     images = [("sample_plate", photo)] + [
