@@ -1,6 +1,6 @@
 """Rebuild the INT8 plate detector (models/plate_detector_b_int8.xml + .bin) from plate_detector_b.pt.
 
-    .venv/bin/pip install nncf                    # or the `export` extra, once it lists nncf
+    .venv/bin/pip install -e '.[export]'          # NNCF
     taskset -c 1 .venv/bin/python scripts/quantize_detector.py
 
 Post-training quantisation with NNCF (`nncf.quantize`, mixed preset: weights symmetric, activations
