@@ -90,6 +90,14 @@ CCT_OCR = ModelFile(
     "8031afb5fdc6b4d80462c9d542f1284ebd2cfddf5dbacd62609848d7e2855f44",
     "fast-plate-ocr 1.1.0 release asset cct-xs-v2-global-model (MIT), see models/README.md",
 )
+# The CCT above fine-tuned on the training crops of br-plate-crops, openalpr-us and eu-plate-crops, kept
+# near the released network by distillation (scripts/finetune_cct.py, models/cct_xs_v2_global.md): the
+# network the default reader runs. The released file stays: the fine-tune's start and teacher.
+CCT_OCR_TUNED = ModelFile(
+    "cct_xs_v2_anpr.onnx",
+    "065b6a5aa4ec2da669feb6c665f343c3f2089ef71894a8f1f0bc55c79119e4a4",
+    "models/ (scripts/finetune_cct.py from cct_xs_v2_global.onnx, see models/cct_xs_v2_global.md)",
+)
 CCT_OCR_CONFIG = ModelFile(
     "cct_xs_v2_global_plate_config.yaml",
     "0335c74a305173bb6f393efed0fde03cadeaa0b649ed8e19f431016d8232d0a6",
@@ -97,6 +105,7 @@ CCT_OCR_CONFIG = ModelFile(
 )
 PINNED_BY_NAME = {
     CCT_OCR.name: CCT_OCR,
+    CCT_OCR_TUNED.name: CCT_OCR_TUNED,
     CCT_OCR_CONFIG.name: CCT_OCR_CONFIG,
     DETECTOR_B.name: DETECTOR_B,
     DETECTOR_B_INT8.name: DETECTOR_B_INT8,

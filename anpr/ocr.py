@@ -5,8 +5,9 @@ per crop, the raw characters seen with per-character confidences and, where the 
 the plate's country; grammar checks happen later (anpr.plates).
 
 - `CctReader` (default, `ocr.network: cct`): fast-plate-ocr's CCT-XS v2 global network (MIT,
-  models/README.md), trained on real plates of 65+ countries, on OpenVINO. One- and two-row plates
-  read alike; a region head names the country. A crop it is unsure of is read again (gray-stretched,
+  models/README.md), trained on real plates of 65+ countries and fine-tuned here on our cameras'
+  training crops (models/cct_xs_v2_anpr.onnx), on OpenVINO. One- and two-row plates read alike; a
+  region head names the country. A crop it is unsure of is read again (gray-stretched,
   and with a margin) and voted on, then, with `ocr.second_opinion`, by our plate-trained networks
   (anpr.ocr_networks), whose read wins where it is surer.
 - `plate_ocr` and `english_g2` (anpr.ocr_networks): our EasyOCR-hosted networks alone, and EasyOCR's
@@ -23,7 +24,7 @@ import yaml
 
 from anpr.config import MODELS_DIR, OcrConfig
 from anpr.detect import compile_cache
-from anpr.models import CCT_OCR, CCT_OCR_CONFIG, openvino_f32_config, verify_model_file
+from anpr.models import CCT_OCR_CONFIG, CCT_OCR_TUNED, ModelFile, openvino_f32_config, verify_model_file
 from anpr.schema import PlateRead
 
 
@@ -120,7 +121,8 @@ class CctReader:
     per slot with padding dropped, and a slot's probability is that character's confidence.
     """
 
-    def __init__(self, cfg: OcrConfig, second: PlateReader | None = None) -> None:
+    def __init__(self, cfg: OcrConfig, second: PlateReader | None = None, model: ModelFile = CCT_OCR_TUNED) -> None:
+        """`model`: the network file, the fine-tuned one by default (the released one for comparisons)."""
         import openvino as ov
 
         self.cfg = cfg
@@ -134,7 +136,7 @@ class CctReader:
             raise ValueError(f"regions {unknown} of {CCT_OCR_CONFIG.name} have no ISO code in anpr/ocr.py")
         self.regions = [REGION_ISO[name] for name in spec["plate_regions"]]
         core = ov.Core()
-        path = verify_model_file(MODELS_DIR / CCT_OCR.name)
+        path = verify_model_file(MODELS_DIR / model.name)
         config = openvino_f32_config(INFERENCE_NUM_THREADS=cfg.threads, **compile_cache(cfg.cache_dir))
         # Two compiled copies: one for a batch of any size, one with the batch fixed at one crop, the
         # commonest call (a lane sees one plate a frame), which ran ~15 % faster (3.9 vs 4.5 ms here).

@@ -8,7 +8,8 @@ files are crops already; openalpr-us plates are cut from their labelled boxes wi
 make them about as loose as detector boxes (LABEL_PAD). A read counts when the reader's raw text
 (normalised, no grammar: these are BR/US/EU plates) equals the label. Readers:
 `default` (the configured reader: the CCT with its re-reads and second opinion), `cct-alone` (the
-CCT network's one forward pass on the crop as it is), `plate_ocr` (our networks alone) and
+fine-tuned CCT network's one forward pass on the crop as it is), `cct-released` (the same with the
+network as released, never trained on shared/), `plate_ocr` (our networks alone) and
 `english_g2` (EasyOCR's stock network). `--baseline REV` adds the default reader of revision REV
 (default: the one the CCT replaced), measured by that revision's own eval_ocr.py in a worktree
 (scripts/baseline.py) in the same run.
@@ -43,6 +44,7 @@ import baseline  # noqa: E402  (same folder)
 from train_ocr import DATASETS, SPLIT_FILE, image_path, label_rows  # noqa: E402
 
 from anpr.config import OcrConfig, load_config  # noqa: E402
+from anpr.models import CCT_OCR, CCT_OCR_TUNED, ModelFile  # noqa: E402
 from anpr.ocr import CctReader, PlateReader, make_reader, mean_confidence  # noqa: E402
 from anpr.plates import edit_distance, normalise  # noqa: E402
 from anpr.schema import Box, PlateRead  # noqa: E402
@@ -105,10 +107,11 @@ LABEL_PAD = (0.08, 0.15)
 
 
 def heldout_crops(
-    name: str, pad_x: float = LABEL_PAD[0], pad_y: float = LABEL_PAD[1]
+    name: str, pad_x: float = LABEL_PAD[0], pad_y: float = LABEL_PAD[1], part: str = "heldout"
 ) -> list[tuple[str, np.ndarray, str]]:
-    """(image name, BGR crop, label) of the held-out part of one labelled set."""
-    names = json.loads(SPLIT_FILE.read_text(encoding="utf-8"))["sets"][name]["heldout"]
+    """(image name, BGR crop, label) of the held-out part of one labelled set (`part` "train": its
+    training part, which scripts/finetune_cct.py trains on)."""
+    names = json.loads(SPLIT_FILE.read_text(encoding="utf-8"))["sets"][name][part]
     rows = label_rows(name)
     out = []
     for image_name in names:
@@ -123,10 +126,11 @@ def heldout_crops(
 
 
 class CctAlone:
-    """The CCT network's one forward pass on each crop as it is: no re-read, no second opinion."""
+    """The CCT network's one forward pass on each crop as it is: no re-read, no second opinion
+    (`model`: the fine-tuned network the default reader runs, or the released one)."""
 
-    def __init__(self, cfg: OcrConfig) -> None:
-        self.cct = CctReader(cfg)
+    def __init__(self, cfg: OcrConfig, model: ModelFile = CCT_OCR_TUNED) -> None:
+        self.cct = CctReader(cfg, model=model)
 
     def read_batch(self, crops: list[np.ndarray]) -> list[PlateRead | None]:
         reads = self.cct.network(crops)
@@ -138,6 +142,8 @@ def make(name: str) -> PlateReader:
     cfg = load_config().ocr
     if name == "cct-alone":
         return CctAlone(cfg)
+    if name == "cct-released":
+        return CctAlone(cfg, CCT_OCR)
     return make_reader(cfg if name == "default" else cfg.model_copy(update={"network": name}))
 
 
@@ -150,7 +156,8 @@ def photos(reader: PlateReader) -> tuple[int, int]:
 
     cfg = load_config()
     cfg = cfg.model_copy(update={"plates": PlatesConfig(countries=[])})
-    rec = PlateRecognizer(make_detector(cfg.detector), reader, cfg)
+    detector = cfg.detector.model_copy(update={"precision": cfg.detector.photo_precision})
+    rec = PlateRecognizer(make_detector(detector), reader, cfg)
     names = set(json.loads(SPLIT_FILE.read_text(encoding="utf-8"))["sets"]["openalpr-us"]["heldout"])
     samples = [s for s in load_samples(DATASETS / "openalpr-us") if s.image.name in names]
     outcomes = [evaluate_sample(rec, s) for s in samples]
@@ -177,7 +184,7 @@ def baseline_results(rev: str, sets: list[str]) -> dict[str, tuple[int, int]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--readers", nargs="+", default=["default", "cct-alone", "plate_ocr"])
+    ap.add_argument("--readers", nargs="+", default=["default", "cct-released", "cct-alone", "plate_ocr"])
     ap.add_argument("--sets", nargs="+", default=["br-plate-crops", "openalpr-us", "eu-plate-crops"])
     ap.add_argument("--errors", type=int, default=8, help="wrong reads to list per set and reader")
     ap.add_argument("--photos", action="store_true", help="also detector + OCR on held-out openalpr-us photos")

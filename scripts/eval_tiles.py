@@ -46,7 +46,7 @@ def main() -> None:
     base = load_config()
     sets = [("openalpr-us", PlatesConfig(countries=[])), ("ua-plates", base.plates)]
     negatives = sorted((DATASETS / "negatives").glob("*.jpg"))
-    models = PlateRecognizer.from_config(base)
+    models = PlateRecognizer.from_config(base, photos=True)
     rows = []
     for tiles in (False, True):
         cfg = with_tiles(base, tiles)
