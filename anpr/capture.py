@@ -117,6 +117,11 @@ class CaptureStats:
     last_frame_age_s: float | None  # seconds since the newest frame; None before the first
     last_error: str | None  # latest reason for a reconnect or failure (kept after recovery)
 
+    @property
+    def decoded(self) -> int:
+        """Frames read from the source: those passed on and those over the rate cap."""
+        return self.frames + self.skipped
+
 
 class FrameSource(ABC):
     """What a stage reads frames from, live or replayed: the same loop runs both (DESIGN 8).

@@ -115,13 +115,13 @@ def replay(
                 for frame in reader:
                     lane.process(frame.ts, frame.image)
                     result.ended = frame.ts
-                    decoded = reader.stats.frames + reader.stats.skipped
+                    decoded = reader.stats.decoded
                     if on_frame is not None:
                         on_frame(decoded - result.frames)
                     result.frames = decoded
             except CaptureError as exc:
                 result.error = str(exc)
-            result.frames = reader.stats.frames + reader.stats.skipped
+            result.frames = reader.stats.decoded
         if result.ended is not None:
             lane.finish(result.ended + timedelta(seconds=cfg.tracker.lost_after_s))
         sink.drain()
