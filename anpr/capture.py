@@ -413,15 +413,13 @@ class _VideoReader:
             if grabbed and self._min_gap_s:
                 pos = self._position(failed)
                 if self._due_s is not None and pos < self._due_s:
-                    self._status.count_corrupt(failed)
+                    self._count_frame(failed)
                     self._status.count_skipped()
-                    self._seen += failed + 1
                     failed = 0
                     continue
             image = self._retrieve() if grabbed else None
             if image is not None:
-                self._status.count_corrupt(failed)
-                self._seen += failed + 1
+                self._count_frame(failed)
                 if pos is None:
                     return image, self._position(failed)
                 self._due_s = pos + self._min_gap_s
@@ -432,6 +430,11 @@ class _VideoReader:
             if failed >= _MAX_FAILED_READS:
                 self._give_up(failed)  # raises unless this is the end of a file
                 return None
+
+    def _count_frame(self, failed: int) -> None:
+        """A frame came out after `failed` failed reads: those were corrupt frames."""
+        self._status.count_corrupt(failed)
+        self._seen += failed + 1
 
     def _give_up(self, failed: int) -> None:
         if self._live:

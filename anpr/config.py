@@ -77,6 +77,10 @@ class DetectorConfig(Strict):
     )
     threads: int = Field(default=2, ge=1, le=64, description="CPU threads for inference")
 
+    def for_photos(self) -> DetectorConfig:
+        """This detector as photos run it: in `photo_precision`."""
+        return self.model_copy(update={"precision": self.photo_precision})
+
 
 class GateConfig(Strict):
     """When a lane runs its plate detector (anpr/motion.py): the detector is most of a lane's CPU."""

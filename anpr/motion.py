@@ -6,6 +6,8 @@ unnecessary:
 
 - The tracker is built for a few detections a second (its `max_jump` rule bridges boxes that no
   longer overlap), so looking at every frame of a 25 fps camera buys little: `detect_fps` caps it.
+  Cameras and replays apply the same cap where they read (anpr.capture), so frames over it are
+  never even converted; the check here covers sources that do not (image folders, direct callers).
 - A lane is empty or holds a stopped vehicle much of the time. When nothing inside the ROI changed
   since the last frame the detector saw, its detections still stand: the lane reuses them (tracks
   stay alive, a car stopped at the booth stays one track) instead of detecting again.

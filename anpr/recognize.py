@@ -37,9 +37,7 @@ class PlateRecognizer:
     def from_config(cls, cfg: AnprConfig, photos: bool = False) -> PlateRecognizer:
         """The configured detector and reader; `photos`: the detector in `detector.photo_precision`
         (anpr read and eval), else in `detector.precision` (video)."""
-        detector = cfg.detector
-        if photos:
-            detector = detector.model_copy(update={"precision": detector.photo_precision})
+        detector = cfg.detector.for_photos() if photos else cfg.detector
         return cls(make_detector(detector), make_reader(cfg.ocr), cfg)
 
     def crop(self, image: np.ndarray, box: Box) -> np.ndarray:

@@ -71,10 +71,8 @@ def measure(n_crops: int, n_photos: int) -> dict[str, list[float]]:
     from anpr.recognize import PlateRecognizer
 
     cfg = load_config()
-    if hasattr(cfg.detector, "photo_precision"):  # photos' detector (a baseline revision may predate it)
-        cfg = cfg.model_copy(
-            update={"detector": cfg.detector.model_copy(update={"precision": cfg.detector.photo_precision})}
-        )
+    if hasattr(cfg.detector, "for_photos"):  # photos' detector (a baseline revision may predate it)
+        cfg = cfg.model_copy(update={"detector": cfg.detector.for_photos()})
     rec = PlateRecognizer.from_config(cfg)
     reader = rec.reader
     read = (lambda c: reader.read_batch([c])) if hasattr(reader, "read_batch") else reader.read

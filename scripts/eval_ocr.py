@@ -156,8 +156,7 @@ def photos(reader: PlateReader) -> tuple[int, int]:
 
     cfg = load_config()
     cfg = cfg.model_copy(update={"plates": PlatesConfig(countries=[])})
-    detector = cfg.detector.model_copy(update={"precision": cfg.detector.photo_precision})
-    rec = PlateRecognizer(make_detector(detector), reader, cfg)
+    rec = PlateRecognizer(make_detector(cfg.detector.for_photos()), reader, cfg)
     names = set(json.loads(SPLIT_FILE.read_text(encoding="utf-8"))["sets"]["openalpr-us"]["heldout"])
     samples = [s for s in load_samples(DATASETS / "openalpr-us") if s.image.name in names]
     outcomes = [evaluate_sample(rec, s) for s in samples]
