@@ -468,6 +468,14 @@ class TrackerConfig(Strict):
         "at the booth when the camera came up) otherwise gets direction unknown; 0 never waits",
     )
     max_reads: int = Field(default=8, ge=1, le=100, description="OCR calls per track at most; bounds CPU per vehicle")
+    reread_s: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=60.0,
+        description="a track not yet confident, or already decided, has a crop read at least this often even when "
+        "none is better: a plate that does not grow (a car waiting at the booth) gets more than one look, and a "
+        "decided track notices another vehicle's plate in its place; 0: only better crops are read",
+    )
     read_gain: float = Field(
         default=0.15,
         ge=0.0,

@@ -3,10 +3,13 @@
 The tracker runs in two phases per frame so that OCR runs only where it can help:
 
 1. `associate(ts, detections, sharpness)` continues or starts tracks and flags the crops worth
-   reading: the first crop of a track, then only crops clearly better (area x sharpness) than the
-   best one read so far, at most `max_reads` per track. An approaching plate grows every frame, so
-   this reads a handful of ever-larger crops instead of every frame.
-2. The pipeline OCRs the flagged crops and hands the results to `add_read`.
+   reading: the first crop of a track, then crops clearly better (area x sharpness) than the best
+   one read so far, at most `max_reads` per track, and one crop every `reread_s` whatever its
+   quality. An approaching plate grows every frame, so this reads a handful of ever-larger crops
+   instead of every frame; a plate standing at the booth is still read again each `reread_s`.
+2. The pipeline OCRs the flagged crops and hands the results to `add_read`. A track that has
+   settled on its plate (decided, or confidently voted) is still looked at every `reread_s`: a
+   sure read of another plate in its place (the next car pulled up) ends it and starts a new pass.
 3. `flush(now)` decides the passes that are over (unseen for `lost_after_s`) or confident enough to
    emit early, votes their text and returns events with the JPEGs of their best read, and the side
    of the vehicle the camera saw (approaching: front plate, receding: rear plate).
@@ -79,6 +82,7 @@ class TrackerStats:
     reads: int = 0
     rejected_reads: int = 0  # text PlateEvent cannot carry: a recogniser bug, never a silent drop
     events: int = 0
+    replaced: int = 0  # settled tracks whose place another vehicle's plate took: a new pass started
     duplicates: int = 0  # passes folded into an earlier event of the same plate (dedup window)
     unread: int = 0  # tracks that ended without one legible read: no event
 
@@ -102,6 +106,8 @@ class _Track:
     reads: list[_Read] = field(default_factory=list)
     read_attempts: int = 0
     best_quality: float = 0.0
+    last_read_at: datetime | None = None  # when an OCR read was last asked for
+    look_at: datetime | None = None  # when a settled track was last looked at (`_should_read`)
     # Set when the pass is decided (emitted, folded into an earlier event, or unread). A decided
     # track stays alive while the plate is in view, so a car stopped at the booth keeps feeding it
     # instead of starting a new track, and it never emits twice.
@@ -183,6 +189,8 @@ class Tracker:
         self._tracks: dict[int, _Track] = {}
         # Decided passes, live or ended, kept while a new track could still be their duplicate.
         self._decided: list[_Track] = []
+        # Tracks another vehicle's plate took over before they were decided: decided at the next flush.
+        self._replaced: list[_Track] = []
         self._next_id = 1
         self.stats = TrackerStats()
 
@@ -215,7 +223,7 @@ class Tracker:
             track = matched.get(di) or self._start(ts, d.box)
             track.last_seen, track.last_box = ts, d.box
             quality = d.box.area * max(0.0, sharpness[di])
-            out.append(Assignment(track.id, d, self._should_read(track, quality)))
+            out.append(Assignment(track.id, d, self._should_read(track, quality, ts)))
         return out
 
     def add_read(
@@ -235,11 +243,25 @@ class Tracker:
         that has ended or been decided meanwhile are ignored: they cannot change an event already sent.
         """
         track = self._tracks.get(track_id)
-        if track is None or track.done or result is None:
+        if track is None or result is None:
             return
         if not _PLATE_TEXT.fullmatch(result.text):
             self.stats.rejected_reads += 1
             return
+        if track.look_at == ts and (settled := self._settled(track)) is not None:
+            if result.confidence < self.cfg.early_confidence or similar(settled, result.text, self.cfg.dedup_max_edits):
+                return  # the settled plate still, or a read too unsure to say otherwise
+            # Another vehicle's plate took this one's place (the next car pulled up to the booth, a
+            # cut in edited footage): the track ends here and the new plate starts its own pass.
+            del self._tracks[track.id]
+            if not track.done:
+                self._replaced.append(track)
+            new = self._start(ts, result.box)
+            new.read_attempts, new.last_read_at, new.best_quality = 1, ts, track.best_quality
+            self.stats.replaced += 1
+            track = new
+        elif track.done:
+            return  # a read asked for before the pass was decided: it cannot change the event sent
         self.stats.reads += 1
         track.reads.append(_Read(ts, result, plate_jpeg, vehicle_jpeg, cut))
 
@@ -250,12 +272,16 @@ class Tracker:
         order, so one camera's events leave in the order its vehicles came.
         """
         ended = sorted(
-            (t for t in self._tracks.values() if final or _seconds(now, t.last_seen) >= self.cfg.lost_after_s),
+            [
+                *self._replaced,
+                *(t for t in self._tracks.values() if final or _seconds(now, t.last_seen) >= self.cfg.lost_after_s),
+            ],
             key=lambda t: (t.first_seen, t.id),
         )
+        self._replaced = []
         out = [e for t in ended if not t.done and (e := self._decide(t)) is not None]
         for t in ended:
-            del self._tracks[t.id]
+            self._tracks.pop(t.id, None)
         for t in sorted(self._tracks.values(), key=lambda t: (t.first_seen, t.id)):
             if not t.done and self._ready_early(t, now) and (e := self._decide(t)) is not None:
                 out.append(e)
@@ -289,18 +315,37 @@ class Tracker:
         self.stats.tracks += 1
         return track
 
-    def _should_read(self, track: _Track, quality: float) -> bool:
-        """Read the first crop, then only clearly better ones, within the per-track budget.
+    def _should_read(self, track: _Track, quality: float, ts: datetime) -> bool:
+        """Read the first crop, then clearly better ones, within the per-track budget; and every
+        `reread_s` a crop even if no better.
 
-        The budget is spent when the read is requested (not when it returns): it bounds the OCR work
-        a track can cause even if the pipeline drops some crops.
+        A plate that does not grow (a car waiting at the booth, a camera that follows the car) offers
+        no better crop, so without the timed read its pass hangs on its first read. Past the budget,
+        a track still reads one crop a `reread_s` until it settles (`_settled`); a settled track is
+        only looked at, to notice another vehicle's plate in its place (`add_read`). The budget is
+        spent when the read is requested (not when it returns), and with `reread_s` it bounds the
+        OCR a track causes: `max_reads` at once, then one crop a `reread_s`.
         """
-        if track.done or track.read_attempts >= self.cfg.max_reads:
-            return False
-        if track.read_attempts and quality <= track.best_quality * (1 + self.cfg.read_gain):
-            return False
-        track.read_attempts += 1
-        track.best_quality = quality
+        due = (
+            self.cfg.reread_s > 0
+            and quality > 0
+            and track.last_read_at is not None
+            and _seconds(ts, track.last_read_at) >= self.cfg.reread_s
+        )
+        if self._settled(track) is not None:
+            if not due:
+                return False
+            track.look_at = ts
+        elif track.read_attempts >= self.cfg.max_reads:
+            if not due:
+                return False
+        else:
+            better = not track.read_attempts or quality > track.best_quality * (1 + self.cfg.read_gain)
+            if not better and not due:
+                return False
+            track.read_attempts += 1
+        track.last_read_at = ts
+        track.best_quality = max(track.best_quality, quality)
         self.stats.ocr_requests += 1
         return True
 
@@ -319,12 +364,18 @@ class Tracker:
         age = _seconds(now, track.first_seen)
         if self._approaching(track) is None and age < self.cfg.direction_wait_s:
             return False
-        if age >= self.cfg.max_delay_s:
-            return True
+        return age >= self.cfg.max_delay_s or self._confident_text(track) is not None
+
+    def _confident_text(self, track: _Track) -> str | None:
+        """The vote's text once enough reads (`early_min_reads`) reach `early_confidence`; else None."""
+        if len(track.reads) < self.cfg.early_min_reads:
+            return None
         v = vote([r.result for r in _voters(track.reads)])
-        return (
-            v is not None and len(track.reads) >= self.cfg.early_min_reads and v.confidence >= self.cfg.early_confidence
-        )
+        return v.text if v is not None and v.confidence >= self.cfg.early_confidence else None
+
+    def _settled(self, track: _Track) -> str | None:
+        """The plate a track has settled on: decided, or voted with confidence; None: still reading."""
+        return track.text if track.done else self._confident_text(track)
 
     def _decide(self, track: _Track) -> Emission | None:
         """Vote, then emit an event, fold the pass into an earlier one, or count it unread."""

@@ -40,6 +40,7 @@ class Car:
     width: tuple[float, float] = (80.0, 160.0)
     x: float = 640.0
     conf: float = 0.9
+    confs: list[float] = field(default_factory=list)  # per read, instead of `conf` (last repeats)
     gaps: list[tuple[float, float]] = field(default_factory=list)  # detector misses / occlusions
     n_read: int = 0
 
@@ -53,8 +54,9 @@ class Car:
 
     def ocr(self, box: Box) -> PlateResult | None:
         text = self.reads[min(self.n_read, len(self.reads) - 1)]
+        conf = self.confs[min(self.n_read, len(self.confs) - 1)] if self.confs else self.conf
         self.n_read += 1
-        return result(text, self.conf, box) if text else None
+        return result(text, conf, box) if text else None
 
 
 def drive(cars: list[Car], cfg: TrackerConfig | None = None, lane: LaneConfig = LANE) -> list[tuple[float, Emission]]:
@@ -145,7 +147,8 @@ def test_direction_and_side_from_motion(
 @pytest.mark.parametrize(
     ("conf", "cfg", "emitted_at"),
     [
-        (0.95, TrackerConfig(), 3.2),  # confident at its 3rd read: the plate gains +15% area every ~1.6 s
+        (0.95, TrackerConfig(), 2.0),  # confident at its 3rd read: one look a second (reread_s) until then
+        (0.95, TrackerConfig(reread_s=0), 3.2),  # better crops only: the plate gains +15% area every ~1.6 s
         (0.5, TrackerConfig(), 5.0),  # never confident: max_delay_s after first sight
         (0.5, TrackerConfig(max_delay_s=2), 2.0),
         (0.95, TrackerConfig(early_confidence=1.0, max_delay_s=600), 21.6),  # waits for the end of the track
@@ -178,17 +181,53 @@ def test_ocr_only_on_better_crops(
     assert flags == expected
 
 
-def test_no_ocr_after_the_pass_is_emitted() -> None:
-    tracker = Tracker(TrackerConfig(max_delay_s=1), LANE)
+@pytest.mark.parametrize(("reread_s", "looks_after"), [(0.0, []), (1.0, [1.8, 2.8, 3.8])])
+def test_after_the_pass_is_emitted_only_a_look_a_reread_s(reread_s: float, looks_after: list[float]) -> None:
+    tracker = Tracker(TrackerConfig(max_delay_s=1, reread_s=reread_s), LANE)
+    looks = []
     for i in range(20):
-        [a] = tracker.associate(at(i / FPS), [PlateDetection(plate_box(640, 400, 100 + 10 * i), 0.9)], [1.0])
+        t = i / FPS
+        [a] = tracker.associate(at(t), [PlateDetection(plate_box(640, 400, 100 + 10 * i), 0.9)], [1.0])
         if a.should_read:
-            tracker.add_read(a.track_id, at(i / FPS), result(UA, 0.5))  # never confident
-        emitted = tracker.flush(at(i / FPS))
+            tracker.add_read(a.track_id, at(t), result(UA, 0.5))  # never confident
+            looks.append(t)
+        emitted = tracker.flush(at(t))
         if i == 5:
             assert plates([(0, e) for e in emitted]) == [UA]
-        assert not (i > 5 and a.should_read)
+    # After the emit at 1.0 s, the decided track is only looked at (another vehicle in its place?),
+    # a second apart; reads of its own plate change nothing.
+    assert [t for t in looks if t > 1.0] == pytest.approx(looks_after)
     assert tracker.flush(at(100), final=True) == []
+
+
+@pytest.mark.parametrize(
+    ("reread_s", "expected"),
+    [(1.0, [UA, UA2]), (0.0, [UA])],  # without the look, the second car is lost in the first one's track
+)
+def test_next_car_in_the_decided_plates_place_is_a_new_pass(reread_s: float, expected: list[str]) -> None:
+    """The first car leaves the booth and the next pulls up to the same place within `lost_after_s`:
+    the box continues the first car's decided track, and only a look at the crop tells."""
+    first = Car([UA], 0, 8, y=(500, 600), width=(150, 150), conf=0.95)  # drove up to the booth
+    second = Car([UA2], 8.2, 8, y=(600, 600), width=(150, 150), conf=0.95)
+    assert plates(drive([first, second], TrackerConfig(reread_s=reread_s))) == expected
+
+
+@pytest.mark.parametrize(
+    ("later", "conf"),
+    [("AA1234B8", 0.95), ("BC5678AX", 0.6)],  # one character off; another text but unsure
+)
+def test_a_decided_pass_does_not_split_on_a_misread(later: str, conf: float) -> None:
+    car = Car([UA, UA, UA, later], 0, 20, y=(600, 600), width=(150, 150), confs=[0.95, 0.95, 0.95, conf])
+    out = drive([car])
+    assert plates(out) == [UA] and car.n_read > 5  # decided after 3 reads, then looked at each second
+
+
+def test_a_stopped_plate_is_read_a_reread_s_until_confident() -> None:
+    # Never better (same box, same sharpness): one look a second, and none once confident.
+    car = Car([None, UA, UA, UA], 0, 20, y=(600, 600), width=(150, 150), conf=0.95)
+    [(_, em)] = drive([car], TrackerConfig(reread_s=1.0))
+    assert em.event.plate == UA and em.event.reads == 3  # at 1, 2 and 3 s: the first crop was illegible
+    assert car.n_read == 21  # then looked at once a second, in case another plate takes its place
 
 
 @pytest.mark.parametrize(
@@ -215,7 +254,7 @@ def test_reads_of_crops_cut_by_the_frame_edge(reads: list[tuple[str, float, bool
     [
         (10, 60, 10, Direction.ENTRY),  # waited at the booth when first seen: sent once it moves
         (80, 60, 60, Direction.UNKNOWN),  # never moved within direction_wait_s: sent without
-        (10, 0, 5, Direction.UNKNOWN),  # 0: no waiting, max_delay_s as before
+        (10, 0, 2, Direction.UNKNOWN),  # 0: no waiting: sent once confident (three looks a second apart)
     ],
 )
 def test_early_emit_waits_for_the_direction(
