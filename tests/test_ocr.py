@@ -36,11 +36,11 @@ from anpr.models import (
 from anpr.ocr import (
     REGION_ISO,
     CctReader,
+    fuse,
     gray_stretched,
     make_reader,
     mean_confidence,
     sure,
-    vote,
     with_margin,
 )
 from anpr.ocr_networks import (
@@ -88,10 +88,25 @@ def _rendered_crop(
     return np.ascontiguousarray(crop), plate.label
 
 
-def _read(text: str, *confs: float, country: str | None = None, country_confidence: float = 0.0) -> PlateRead:
-    """A PlateRead of `text`, one confidence per character (all of `confs[0]` when only one is given)."""
+def _read(text: str, *confs: float, country: str | None = None, country_confidence: float | None = None) -> PlateRead:
+    """A PlateRead of `text`, one confidence per character (all of `confs[0]` when only one is given);
+    a country at `country_confidence`, 0.9 unless given."""
     chars = confs if len(confs) == len(text) else (confs[0],) * len(text)
+    if country_confidence is None:
+        country_confidence = 0.9 if country else 0.0
     return PlateRead(text, float(np.prod(chars)), tuple(chars), country, country_confidence)
+
+
+def _approx(read: PlateRead | None) -> Any:
+    """`read` with its confidences compared to float precision: fused slots are computed, not copied."""
+    if read is None:
+        return None
+    return replace(
+        read,
+        confidence=pytest.approx(read.confidence),
+        char_confidences=pytest.approx(read.char_confidences),
+        country_confidence=pytest.approx(read.country_confidence),
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -158,15 +173,38 @@ def test_mean_confidence_and_sure() -> None:
     assert not sure(None, 0.0) and not sure(PlateRead("AB", 1.0), 0.0)
 
 
-def test_vote_sums_mean_confidence_per_text() -> None:
-    outlier = _read("AB123", 0.99, country="UA")
-    agree = [_read("AB128", 0.6, country="MD"), _read("AB128", 0.7, country="RO")]
-    assert vote([outlier, *agree]) is agree[1]  # 0.6 + 0.7 beat 0.99; the surer of the two, its country too
-    assert vote([outlier, agree[0]]) is outlier
-    assert vote([agree[0], None, outlier, None]) is outlier  # nothing read is no vote
-    assert vote([None, agree[0], None]) is agree[0]
-    assert vote([None, None]) is None
-    assert vote([]) is None
+def test_fuse_takes_each_slot_from_the_views_that_saw_it_clearly() -> None:
+    # 3 symbols (A, B, pad) x 2 slots; view 0 is unsure at slot 0, view 1 at slot 1
+    views = np.array([[[0.4, 0.6, 0.0], [0.0, 1.0, 0.0]], [[0.98, 0.02, 0.0], [0.5, 0.5, 0.0]]])
+    fused = fuse(views)
+    assert fused.argmax(axis=1).tolist() == [0, 1]  # A from view 1, B from view 0
+    assert fused.sum(axis=1) == pytest.approx([1.0, 1.0])
+    assert fused[0, 0] > 0.8 and fused[1, 1] > 0.5  # agreement lifts, a sure view outweighs an unsure one
+    assert fuse(views[:1]) == pytest.approx(views[0], abs=1e-6)  # one view: itself
+    # a symbol one view rules out (probability 0) is all but ruled out of the fused slot
+    assert fuse(np.array([[[0.0, 1.0]], [[0.9, 0.1]]]))[0].argmax() == 1
+
+
+SYMBOLS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_"  # the fake network's symbols: "_" pads
+REGIONS = ["UA", "MD", "PL", None]  # None: the region head's "Unknown"
+
+
+def _scores(read: PlateRead | None, slots: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """The slot and region probabilities a network would give for `read`: its characters at their
+    confidences, the rest of each slot's mass spread over the other symbols; padding sure."""
+    probs = np.zeros((slots, len(SYMBOLS)))
+    text = read.text if read else ""
+    confs = read.char_confidences if read else ()
+    for k in range(slots):
+        symbol, p = (text[k], confs[k]) if k < len(text) else ("_", 1.0)
+        probs[k] = (1 - p) / (len(SYMBOLS) - 1)
+        probs[k, SYMBOLS.index(symbol)] = p
+    region = np.zeros(len(REGIONS))
+    country = read.country if read else None
+    p = read.country_confidence if read and country else 1.0
+    region[:] = (1 - p) / (len(REGIONS) - 1)
+    region[REGIONS.index(country)] = p
+    return probs, region
 
 
 class _ScriptedCct(CctReader):
@@ -182,6 +220,7 @@ class _ScriptedCct(CctReader):
         second: _ScriptedSecond | None = None,
     ) -> None:
         self.cfg = cfg or OcrConfig(unsure_below=0.9, min_confidence=0.5)
+        self.alphabet, self.pad, self.regions = SYMBOLS, SYMBOLS.index("_"), REGIONS
         self.second = second
         self.script = script
         self.views = {
@@ -192,12 +231,13 @@ class _ScriptedCct(CctReader):
         }
         self.passes: list[list[tuple[int, str]]] = []
 
-    def network(self, crops: list[np.ndarray]) -> list[PlateRead | None]:
+    def scores(self, crops: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         if not crops:
-            return []  # as the real one: no forward pass for nothing
+            return np.zeros((0, 0, 0)), np.zeros((0, 0))  # as the real one: no forward pass for nothing
         keys = [next(k for k, v in self.views.items() if v.shape == c.shape and np.array_equal(v, c)) for c in crops]
         self.passes.append(keys)
-        return [self.script.get(k) for k in keys]
+        slots, regions = zip(*(_scores(self.script.get(k)) for k in keys), strict=True)
+        return np.stack(slots), np.stack(regions)
 
 
 class _ScriptedSecond:
@@ -224,34 +264,40 @@ def test_cct_reads_a_sure_crop_once() -> None:
     first = [_read("AB1234", 0.95, country="UA"), _read("CD5678", 0.9, country="MD")]
     second = _ScriptedSecond(crops, {0: _read("XX0000", 1.0), 1: _read("XX0000", 1.0)})
     cct = _ScriptedCct(crops, {(0, "colour"): first[0], (1, "colour"): first[1]}, second=second)
-    assert cct.read_batch(crops) == first
+    assert cct.read_batch(crops) == [_approx(r) for r in first]
     assert cct.passes == [[(0, "colour"), (1, "colour")]]  # one forward pass, the crop as it is
     assert second.asked == []
 
 
-def test_cct_reads_an_unsure_crop_again_gray_stretched_and_with_a_margin_and_votes() -> None:
-    crops = _noise_crops(3)
+def test_cct_reads_an_unsure_crop_again_gray_stretched_and_with_a_margin_and_fuses_the_reads() -> None:
+    crops = _noise_crops(4)
     script = {
         (0, "colour"): _read("AB1234", 0.95),
-        (1, "colour"): _read("AB12B4", 0.95, 0.95, 0.95, 0.95, 0.5, 0.95),  # one unsure character
+        (1, "colour"): _read("AB12B4", 0.95, 0.95, 0.95, 0.95, 0.5, 0.95, country="UA"),  # one unsure character
         (1, "gray"): _read("AB1284", 0.93),
         (1, "margin"): _read("AB1284", 0.96, country="PL", country_confidence=0.7),
         (2, "colour"): None,  # nothing read: unsure too
         (2, "gray"): _read("KL987", 0.8),
         (2, "margin"): None,
+        (3, "colour"): _read("CD56", 0.95, 0.6, 0.95, 0.95),  # each view unsure at another character
+        (3, "gray"): _read("CD58", 0.95, 0.95, 0.95, 0.6),
+        (3, "margin"): _read("CB56", 0.95, 0.7, 0.95, 0.95),
     }
     second = _ScriptedSecond(crops, {})
     cct = _ScriptedCct(crops, script, second=second)
     out = cct.read_batch(crops)
     assert cct.passes == [
-        [(0, "colour"), (1, "colour"), (2, "colour")],
-        [(1, "gray"), (2, "gray"), (1, "margin"), (2, "margin")],  # the unsure ones, both views in one pass
+        [(0, "colour"), (1, "colour"), (2, "colour"), (3, "colour")],
+        # the unsure ones, both views in one pass
+        [(1, "gray"), (2, "gray"), (3, "gray"), (1, "margin"), (2, "margin"), (3, "margin")],
     ]
-    assert out[0] == script[0, "colour"]
-    # two agreeing reads outvote the first; the surer of them, with the first read's country (none here)
-    assert out[1] == replace(script[1, "margin"], country=None, country_confidence=0.0)
-    assert out[2] == script[2, "gray"]
-    assert second.asked == [[2]]  # crop 1 is sure after the vote: only crop 2 goes to the second opinion
+    assert out[0] == _approx(script[0, "colour"])
+    # two sure views outweigh the unsure character; the country is the first read's
+    assert out[1] is not None and (out[1].text, out[1].country) == ("AB1284", "UA")
+    assert out[1].char_confidences[4] > 0.5  # surer than the first read's B
+    assert out[2] is None  # two views of three saw no plate
+    assert out[3] is not None and out[3].text == "CD56"  # each character from the views sure of it
+    assert second.asked == [[1, 2, 3]]  # still unsure once fused: to the second opinion (it reads nothing here)
 
 
 def test_the_second_opinion_wins_a_still_unsure_crop_only_where_it_is_surer_and_keeps_the_cct_country() -> None:
@@ -267,16 +313,16 @@ def test_the_second_opinion_wins_a_still_unsure_crop_only_where_it_is_surer_and_
         1: _read("XY9999", 0.7),  # less sure: the CCT's read stays
         2: instead,  # the CCT read nothing at all: the second opinion's read, no country
         3: None,  # the second opinion read nothing
-        4: _read("AB1284", *unsure.char_confidences),  # as sure: the CCT's read stays
+        4: _read("AB1284", *(c - 1e-6 for c in unsure.char_confidences)),  # no surer: the CCT's read stays
         5: _read("XX0000", 1.0),  # never asked: the CCT is sure
     }
     second = _ScriptedSecond(crops, others)
     out = _ScriptedCct(crops, script, second=second).read_batch(crops)
     assert second.asked == [[0, 1, 2, 3, 4]]
-    assert out[0] == PlateRead("AB1284", surer.confidence, surer.char_confidences, "PL", 0.8)
-    assert out[1] == unsure and out[3] == unsure and out[4] == unsure
+    assert out[0] == _approx(PlateRead("AB1284", surer.confidence, surer.char_confidences, "PL", 0.8))
+    assert out[1] == _approx(unsure) and out[3] == _approx(unsure) and out[4] == _approx(unsure)
     assert out[2] == PlateRead("CD3456", instead.confidence, instead.char_confidences, None, 0.0)
-    assert out[5] == script[5, "colour"]
+    assert out[5] == _approx(script[5, "colour"])
 
 
 def test_cct_drops_reads_under_min_confidence_whoever_read_them() -> None:
@@ -286,12 +332,13 @@ def test_cct_drops_reads_under_min_confidence_whoever_read_them() -> None:
     script = {(i, view): r for i, r in ((0, weak), (1, middling)) for view in ("colour", "gray", "margin")}
     script |= {(2, view): _read("EF56", 0.6) for view in ("colour", "gray", "margin")}
     cfg = OcrConfig(unsure_below=0.9, min_confidence=0.8)
-    assert _ScriptedCct(crops, script, cfg).read_batch(crops) == [None, middling, None]
+    assert _ScriptedCct(crops, script, cfg).read_batch(crops) == [None, _approx(middling), None]
     # the second opinion's read beats the CCT's 0.6 but is under the bar too
     second = _ScriptedSecond(crops, {2: _read("EF56", 0.75)})
-    assert _ScriptedCct(crops, script, cfg, second).read_batch(crops) == [None, middling, None]
+    assert _ScriptedCct(crops, script, cfg, second).read_batch(crops) == [None, _approx(middling), None]
     cfg = OcrConfig(unsure_below=0.9, min_confidence=0.5)
-    assert _ScriptedCct(crops, script, cfg).read_batch(crops) == [weak, middling, script[2, "colour"]]
+    want = [weak, middling, script[2, "colour"]]
+    assert _ScriptedCct(crops, script, cfg).read_batch(crops) == [_approx(r) for r in want]
 
 
 def test_cct_never_feeds_empty_or_one_pixel_crops_to_the_network() -> None:
@@ -299,7 +346,7 @@ def test_cct_never_feeds_empty_or_one_pixel_crops_to_the_network() -> None:
     given = [np.zeros((0, 0, 3), np.uint8), crops[0], np.zeros((1, 50, 3), np.uint8), crops[1], np.zeros((30, 0, 3))]
     script = {(1, "colour"): _read("AB1234", 0.95), (3, "colour"): _read("CD5678", 0.95)}
     cct = _ScriptedCct(given, script)
-    assert cct.read_batch(given) == [None, script[1, "colour"], None, script[3, "colour"], None]
+    assert cct.read_batch(given) == [None, _approx(script[1, "colour"]), None, _approx(script[3, "colour"]), None]
     assert cct.passes == [[(1, "colour"), (3, "colour")]]
     assert cct.read_batch([]) == []
 
