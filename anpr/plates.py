@@ -334,15 +334,16 @@ def interpret(
 ) -> PlateText | None:
     """A raw OCR read as a plate of its country; None: no plate.
 
-    The grammars tried are the region's alone when the region head is sure of it
-    (`region_confidence >= region_sure`; none if it has no grammar), else `countries` in order (an
-    unsure region first if it is one of them). Only characters read with less than `unsure_below`
-    confidence may be swapped for a look-alike or stripped as a border stroke; the band code of the
-    country tried is stripped however sure. Best is fewest swaps, then fewest guessed and fewest
-    stripped edge characters, then country order; stripping is tried only when the whole read
-    fits no grammar, so a plate never loses a character to become another one. A read no grammar
-    explains keeps its text if it is a plate anywhere (`_generic`), with the sure region (else
-    None) as its country. `correct=False` keeps only exact fits (stripping changes no character).
+    The grammars tried are the region's alone when the region head is sure of it (`region_confidence
+    >= region_sure`; none if it has no grammar), else `countries` in order (an unsure region first
+    if it is one of them, else last if it has a grammar). Only characters read with less than
+    `unsure_below` confidence may be swapped for a look-alike or stripped as a border stroke; the
+    band code of the country tried is stripped however sure. Best is fewest swaps, then fewest
+    guessed and fewest stripped edge characters, then country order; stripping is tried only when
+    the whole read fits no grammar, so a plate never loses a character to become another one. A read
+    no grammar explains keeps its text if it is a plate anywhere (`_generic`), with the sure region
+    (else None) as its country. `correct=False` keeps only exact fits (stripping changes no
+    character).
 
     No `char_confidences` means no per-character evidence: every character counts as unsure, as
     all were before the network reported confidences (an older reader still gets corrections),
@@ -357,7 +358,12 @@ def interpret(
     if sure_region is not None:
         tried: Sequence[str] = (sure_region,) if sure_region in GRAMMARS else ()
     else:
+        # An unsure region with a grammar of its own is tried after the lane countries: it wins only
+        # where it needs fewer guesses (a Brazilian ADL5671 whose unsure 5 a Polish ADLS671 would
+        # swap), and an equal fit stays the lane country's.
         tried = sorted(countries, key=lambda c: c != region)
+        if region in GRAMMARS and region not in tried:
+            tried.append(region)
     best = _best(text, unsure, tried, correct, strips=(False, True))
     if best is None and sure_region in GRAMMARS:
         # The region's own grammar rejects the read, so the region head misjudged the plate (a lane

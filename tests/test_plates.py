@@ -148,7 +148,8 @@ def test_real_plates_fit_their_own_grammar_exactly(text: str, country: str) -> N
         ("B12ABC", "DE", 0.2, "RO"),
         ("ABC123", None, 1.0, "MD"),
         ("AYO9034", None, 1.0, None),
-        ("AYO9034", "BR", 0.3, None),  # BR is no lane country: not refined to it
+        ("AYO9034", "BR", 0.3, "BR"),  # an unsure region its own grammar confirms
+        ("AYO9034", "IT", 0.3, None),  # no grammar to confirm it: a guess, no country
         ("AZJ6991", None, 1.0, None),  # its sure 1 is no border stroke
         ("WSQ3021", None, 1.0, None),
         ("AB123CD", None, 1.0, None),  # Italian, D is no Polish series letter
@@ -321,11 +322,21 @@ def test_thresholds_are_parameters() -> None:
     assert p.text == "AA1234BB"
     at_threshold = [UNSURE_BELOW] * 8  # as sure as it needs to be: kept
     assert (p := interpret("A41234BB", at_threshold, region="UA")) is not None and p.text == "A41234BB"
-    # A region below `region_sure` is only a hint: the lane grammars fit the read, not the region's.
-    assert (p := interpret("AYO9034", [0.5] * 7, region="BR", region_confidence=0.6)) is not None
-    assert (p.text, p.country) == ("AYO9034", "BR")
-    assert (p := interpret("AYO9034", [0.5] * 7, region="BR", region_confidence=0.6, region_sure=0.7)) is not None
+    # A region below `region_sure` is only a hint: the lane grammars fit the read (IT has no grammar).
+    assert (p := interpret("AYO9034", [0.5] * 7, region="IT", region_confidence=0.6)) is not None
+    assert (p.text, p.country) == ("AYO9034", "IT")
+    assert (p := interpret("AYO9034", [0.5] * 7, region="IT", region_confidence=0.6, region_sure=0.7)) is not None
     assert (p.text, p.country) == ("AY09034", "PL")
+
+
+def test_an_unsure_region_with_a_grammar_wins_only_with_fewer_guesses() -> None:
+    # Brazilian, its 5 unsure: as read it fits BR; a Polish ADLS671 would need a swap.
+    unsure_5 = [1.0, 1.0, 1.0, 0.8, 1.0, 1.0, 1.0]
+    assert (p := interpret("ADL5671", unsure_5, region="BR", region_confidence=0.2)) is not None
+    assert (p.text, p.country, p.corrected) == ("ADL5671", "BR", False)
+    # Moldovan ABC123 fits LT's LLLDDD as well: an equal fit stays the lane country's.
+    assert (p := interpret("ABC123", [1.0] * 6, region="LT", region_confidence=0.3)) is not None
+    assert (p.text, p.country) == ("ABC123", "MD")
 
 
 def test_config_defaults_are_the_modules_and_bounded() -> None:
