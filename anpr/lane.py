@@ -250,6 +250,7 @@ class LaneHandler:
                 "lane_reads_rejected": t.rejected_reads,
                 "lane_events": s.events,
                 "lane_duplicate_passes": t.duplicates,
+                "lane_replaced_tracks": t.replaced,
                 "lane_unread_tracks": t.unread,
             }
             out |= {(camera, name): total for name, total in totals.items()}

@@ -59,6 +59,7 @@ CAMERA_COUNTERS: Mapping[str, str] = {
     "lane_reads_rejected": "OCR reads with text a plate event cannot carry: a recogniser bug",
     "lane_events": "plate events emitted, one per vehicle pass",
     "lane_duplicate_passes": "passes folded into an earlier event of the same plate (tracker.dedup_window_s)",
+    "lane_replaced_tracks": "settled tracks whose place another plate took (the next car at the booth): a new pass",
     "lane_unread_tracks": "tracks that ended without one legible read: no event",
 }
 """Per camera: labels worker and camera."""
