@@ -494,7 +494,9 @@ class TrackerConfig(Strict):
         default=1,
         ge=0,
         le=3,
-        description="edits (one confusable or missed char) under which two texts count as the same plate",
+        description="edits (one confusable or missed char) under which two texts count as the same plate; a "
+        "changed character counts only if it is a look-alike (B/8) or either read was unsure of it, so a convoy's "
+        "consecutive plates (a sure 4 against a sure 5) stay two vehicles",
     )
     trailer_link_s: float = Field(
         default=30.0,

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from anpr.config import LaneConfig, TrackerConfig
-from anpr.plates import edit_distance, part_of
+from anpr.plates import UNSURE_BELOW, edit_distance, look_alike, part_of
 from anpr.schema import Box, Direction, PlateDetection, PlateEvent, PlateResult, Side
 
 # What PlateEvent accepts; a read outside it would make the event invalid, so it is counted and skipped.
@@ -113,6 +113,7 @@ class _Track:
     # instead of starting a new track, and it never emits twice.
     done: bool = False
     text: str = ""
+    confidences: tuple[float, ...] = ()  # per character of `text`, as voted
     event_id: str | None = None
 
 
@@ -161,12 +162,28 @@ def _voters(reads: Sequence[_Read]) -> list[_Read]:
     return [r for r in reads if not (r.cut and any(part_of(r.result.text, w) for w in whole))]
 
 
-def similar(a: str, b: str, max_edits: int) -> bool:
-    """True when `a` becomes `b` in at most `max_edits` single-character edits.
+def similar(
+    a: str, b: str, max_edits: int, a_confidences: Sequence[float] = (), b_confidences: Sequence[float] = ()
+) -> bool:
+    """True when `a` and `b` may be reads of one plate: `a` becomes `b` in at most `max_edits`
+    single-character edits, and where they are the same length, each character that differs is a
+    look-alike pair (B/8, O/0) or one that either read was unsure of (under plates.UNSURE_BELOW;
+    no confidences: unsure).
 
-    One confusable (B/8) or dropped character must not turn a car stopped at the booth into two events.
+    One confusable, misread or dropped character must not turn a car stopped at the booth into two
+    events; but a fleet's trucks cross in convoy with consecutive plates (AA1234BB, AA1235BB), and a
+    sure 4 against a sure 5 is another vehicle.
     """
-    return abs(len(a) - len(b)) <= max_edits and edit_distance(a, b) <= max_edits
+    if abs(len(a) - len(b)) > max_edits or edit_distance(a, b) > max_edits:
+        return False
+
+    def unsure(confidences: Sequence[float], i: int) -> bool:
+        return len(confidences) != len(a) or confidences[i] < UNSURE_BELOW
+
+    return len(a) != len(b) or all(
+        x == y or look_alike(x) == y or look_alike(y) == x or unsure(a_confidences, i) or unsure(b_confidences, i)
+        for i, (x, y) in enumerate(zip(a, b, strict=True))
+    )
 
 
 def _seconds(later: datetime, earlier: datetime) -> float:
@@ -249,7 +266,10 @@ class Tracker:
             self.stats.rejected_reads += 1
             return
         if track.look_at == ts and (settled := self._settled(track)) is not None:
-            if result.confidence < self.cfg.early_confidence or similar(settled, result.text, self.cfg.dedup_max_edits):
+            text, confidences = settled
+            if result.confidence < self.cfg.early_confidence or similar(
+                text, result.text, self.cfg.dedup_max_edits, confidences, result.char_confidences
+            ):
                 return  # the settled plate still, or a read too unsure to say otherwise
             # Another vehicle's plate took this one's place (the next car pulled up to the booth, a
             # cut in edited footage): the track ends here and the new plate starts its own pass.
@@ -364,18 +384,22 @@ class Tracker:
         age = _seconds(now, track.first_seen)
         if self._approaching(track) is None and age < self.cfg.direction_wait_s:
             return False
-        return age >= self.cfg.max_delay_s or self._confident_text(track) is not None
+        return age >= self.cfg.max_delay_s or self._confident_vote(track) is not None
 
-    def _confident_text(self, track: _Track) -> str | None:
-        """The vote's text once enough reads (`early_min_reads`) reach `early_confidence`; else None."""
+    def _confident_vote(self, track: _Track) -> Vote | None:
+        """The vote once enough reads (`early_min_reads`) reach `early_confidence`; else None."""
         if len(track.reads) < self.cfg.early_min_reads:
             return None
         v = vote([r.result for r in _voters(track.reads)])
-        return v.text if v is not None and v.confidence >= self.cfg.early_confidence else None
+        return v if v is not None and v.confidence >= self.cfg.early_confidence else None
 
-    def _settled(self, track: _Track) -> str | None:
-        """The plate a track has settled on: decided, or voted with confidence; None: still reading."""
-        return track.text if track.done else self._confident_text(track)
+    def _settled(self, track: _Track) -> tuple[str, tuple[float, ...]] | None:
+        """The plate a track has settled on, with its voted confidences: decided, or voted with
+        confidence; None: still reading."""
+        if track.done:
+            return track.text, track.confidences
+        v = self._confident_vote(track)
+        return None if v is None else (v.text, v.char_confidences)
 
     def _decide(self, track: _Track) -> Emission | None:
         """Vote, then emit an event, fold the pass into an earlier one, or count it unread."""
@@ -390,20 +414,20 @@ class Tracker:
                 d
                 for d in reversed(self._decided)
                 if _seconds(track.first_seen, d.last_seen) <= self.cfg.dedup_window_s
-                and similar(d.text, v.text, self.cfg.dedup_max_edits)
+                and similar(d.text, v.text, self.cfg.dedup_max_edits, d.confidences, v.char_confidences)
             ),
             None,
         )
         if earlier is not None:
             # Same vehicle again (stopped at the booth, track broken by an occlusion): it keeps the
             # first event's identity, and its last_seen extends the dedup window.
-            track.text, track.event_id = earlier.text, earlier.event_id
+            track.text, track.confidences, track.event_id = earlier.text, earlier.confidences, earlier.event_id
             self._decided.append(track)
             self.stats.duplicates += 1
             return None
         approaching = self._approaching(track)
         lane = self.lane
-        track.text = v.text
+        track.text, track.confidences = v.text, v.char_confidences
         track.event_id = PlateEvent.make_id(lane.site, lane.lane, v.text, track.first_seen)
         self._decided.append(track)
         best = voters[v.best]

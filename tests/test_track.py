@@ -348,3 +348,28 @@ def test_vote_country_and_per_char_confidence() -> None:
 )
 def test_similar(a: str, b: str, edits: int, same: bool) -> None:
     assert similar(a, b, edits) is same
+
+
+SURE, UNSURE_5 = (0.99,) * 8, (0.99,) * 5 + (0.6,) + (0.99,) * 2
+
+
+@pytest.mark.parametrize(
+    ("b", "a_confidences", "b_confidences", "same"),
+    [
+        ("AA1234B8", SURE, SURE, True),  # B/8 look alike: a misread however sure
+        ("AA1235BB", SURE, SURE, False),  # a sure 4 against a sure 5: another plate
+        ("AA1235BB", SURE, UNSURE_5, True),  # one of them unsure there: may be a misread
+        ("AA1235BB", SURE, (), True),  # no confidences: as unsure
+        ("A1234BB", SURE, SURE[:7], True),  # a dropped character
+    ],
+)
+def test_similar_with_confidences(
+    b: str, a_confidences: tuple[float, ...], b_confidences: tuple[float, ...], same: bool
+) -> None:
+    assert similar(UA, b, 1, a_confidences, b_confidences) is same
+
+
+def test_a_convoy_with_consecutive_plates_is_one_event_each() -> None:
+    # A fleet's trucks one after another, plates one sure digit apart: not one truck seen twice.
+    trucks = [Car([UA], 0, 4, conf=0.95), Car(["AA1235BB"], 10, 4, conf=0.95), Car([UA], 20, 4, conf=0.95)]
+    assert plates(drive(trucks)) == [UA, "AA1235BB"]  # the first truck back within the dedup window: one
