@@ -161,29 +161,28 @@ class CctReader:
         """Every crop of a frame in one forward pass, and the unsure ones again.
 
         A crop with a character under `ocr.unsure_below` is read twice more in one batch,
-        gray-stretched and with a margin (`VIEWS`), and the three reads are fused slot by slot (`fuse`). A crop still
-        unsure goes to the second opinion, whose read wins where it is surer. The country is always
-        the first read's: the region head sees the plate's colours there, and the second opinion has
-        no region head.
+        gray-stretched and with a margin (`VIEWS`), and the three reads are fused slot by slot
+        (`fuse`). A crop still unsure goes to the second opinion, whose read wins where it is surer.
+        The country is always the first read's: the region head sees the plate's colours there, and
+        the second opinion has no region head.
         """
-        usable = [i for i, c in enumerate(crops) if readable(c)]
+        usable = [i for i, c in enumerate(crops) if readable(c)]  # reads below are by position in it
         slots, regions = self.scores([crops[i] for i in usable])
-        first = {i: self.decode(s, r) for i, s, r in zip(usable, slots, regions, strict=True)}
-        reads = dict(first)
-        unsure = [k for k, i in enumerate(usable) if not sure(reads[i], self.cfg.unsure_below)]
+        first = [self.decode(s, r) for s, r in zip(slots, regions, strict=True)]
+        reads = list(first)
+        unsure = [k for k, read in enumerate(reads) if not sure(read, self.cfg.unsure_below)]
         again, _ = self.scores([view(crops[usable[k]]) for view in VIEWS for k in unsure])
         for j, k in enumerate(unsure):
-            reads[usable[k]] = self.decode(fuse(np.stack([slots[k], *again[j :: len(unsure)]])), regions[k])
-        unsure = [i for i in (usable[k] for k in unsure) if not sure(reads[i], self.cfg.unsure_below)]
-        if self.second is not None and unsure:
-            for i, other in zip(unsure, self.second.read_batch([crops[i] for i in unsure]), strict=True):
-                if other is not None and mean_confidence(other) > mean_confidence(reads[i]):
-                    reads[i] = other
+            reads[k] = self.decode(fuse(np.stack([slots[k], *again[j :: len(unsure)]])), regions[k])
+        still = [k for k in unsure if not sure(reads[k], self.cfg.unsure_below)]
+        if self.second is not None and still:
+            for k, other in zip(still, self.second.read_batch([crops[usable[k]] for k in still]), strict=True):
+                if other is not None and mean_confidence(other) > mean_confidence(reads[k]):
+                    reads[k] = other
         out: list[PlateRead | None] = [None] * len(crops)
-        for i, read in reads.items():
+        for k, (read, colour) in enumerate(zip(reads, first, strict=True)):  # colour: the region head's read
             if read is not None and mean_confidence(read) >= self.cfg.min_confidence:
-                colour = first[i]  # the read whose region head saw the plate's colours
-                out[i] = replace(
+                out[usable[k]] = replace(
                     read,
                     country=colour.country if colour else None,
                     country_confidence=colour.country_confidence if colour else 0.0,
