@@ -472,9 +472,9 @@ class TrackerConfig(Strict):
         default=1.0,
         ge=0.0,
         le=60.0,
-        description="a track not yet confident, or already decided, has a crop read at least this often even when "
-        "none is better: a plate that does not grow (a car waiting at the booth) gets more than one look, and a "
-        "decided track notices another vehicle's plate in its place; 0: only better crops are read",
+        description="every track has a crop read at least this often even when none is better: a plate that does "
+        "not grow (a car waiting at the booth) gets more than one look, and a settled track (decided, or voted with "
+        "confidence) notices another vehicle's plate in its place; 0: only better crops are read",
     )
     read_gain: float = Field(
         default=0.15,

@@ -352,18 +352,17 @@ class Tracker:
             and track.last_read_at is not None
             and _seconds(ts, track.last_read_at) >= self.cfg.reread_s
         )
+        better = not track.read_attempts or quality > track.best_quality * (1 + self.cfg.read_gain)
+        if not (better or due):
+            return False  # most frames: decided here, without voting the track's reads
         if self._settled(track) is not None:
             if not due:
                 return False
             track.look_at = ts
-        elif track.read_attempts >= self.cfg.max_reads:
-            if not due:
-                return False
-        else:
-            better = not track.read_attempts or quality > track.best_quality * (1 + self.cfg.read_gain)
-            if not better and not due:
-                return False
+        elif track.read_attempts < self.cfg.max_reads:
             track.read_attempts += 1
+        elif not due:
+            return False
         track.last_read_at = ts
         track.best_quality = max(track.best_quality, quality)
         self.stats.ocr_requests += 1

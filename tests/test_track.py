@@ -59,9 +59,11 @@ class Car:
         return result(text, conf, box) if text else None
 
 
-def drive(cars: list[Car], cfg: TrackerConfig | None = None, lane: LaneConfig = LANE) -> list[tuple[float, Emission]]:
-    """Replay the cars frame by frame; every emission with the frame time it came out at."""
-    tracker = Tracker(cfg or TrackerConfig(), lane)
+def drive(
+    cars: list[Car], cfg: TrackerConfig | None = None, lane: LaneConfig = LANE, tracker: Tracker | None = None
+) -> list[tuple[float, Emission]]:
+    """Replay the cars frame by frame (through `tracker` if given); every emission with the time it came out."""
+    tracker = tracker or Tracker(cfg or TrackerConfig(), lane)
     end = max(c.start + c.seconds for c in cars)
     out: list[tuple[float, Emission]] = []
     for k in range(round(end * FPS) + 1):
@@ -209,7 +211,9 @@ def test_next_car_in_the_decided_plates_place_is_a_new_pass(reread_s: float, exp
     the box continues the first car's decided track, and only a look at the crop tells."""
     first = Car([UA], 0, 8, y=(500, 600), width=(150, 150), conf=0.95)  # drove up to the booth
     second = Car([UA2], 8.2, 8, y=(600, 600), width=(150, 150), conf=0.95)
-    assert plates(drive([first, second], TrackerConfig(reread_s=reread_s))) == expected
+    tracker = Tracker(TrackerConfig(reread_s=reread_s), LANE)
+    assert plates(drive([first, second], tracker=tracker)) == expected
+    assert tracker.stats.replaced == len(expected) - 1
 
 
 @pytest.mark.parametrize(
@@ -218,8 +222,10 @@ def test_next_car_in_the_decided_plates_place_is_a_new_pass(reread_s: float, exp
 )
 def test_a_decided_pass_does_not_split_on_a_misread(later: str, conf: float) -> None:
     car = Car([UA, UA, UA, later], 0, 20, y=(600, 600), width=(150, 150), confs=[0.95, 0.95, 0.95, conf])
-    out = drive([car])
+    tracker = Tracker(TrackerConfig(), LANE)
+    out = drive([car], tracker=tracker)
     assert plates(out) == [UA] and car.n_read > 5  # decided after 3 reads, then looked at each second
+    assert tracker.stats.replaced == 0  # not split (a split of the look-alike would fold as a duplicate)
 
 
 def test_a_stopped_plate_is_read_a_reread_s_until_confident() -> None:
